@@ -1,0 +1,170 @@
+"""The `bnsweep` command: train, eval, validate, run, resume, results, report.
+
+Bad input (a bad key, value, file or path) prints one line to stderr and exits with status 2
+before anything heavy (data, Ray) starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+from bnsweep.config import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str) -> int:
+    print(f"bnsweep: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# -- train -------------------------------------------------------------------------------------
+
+def _trial_config(args: argparse.Namespace):
+    from bnsweep.config import load_yaml, make_config, parse_overrides
+
+    values: dict[str, Any] = {}
+    if args.config:
+        loaded = load_yaml(args.config)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("file", args.config, "a YAML mapping of trial keys")
+        values.update(loaded or {})
+    values.update(parse_overrides(args.set or []))
+    return make_config(values, where=args.config or "")
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    parts = []
+    for key, value in metrics.items():
+        if key in ("n_trainable_params", "n_params"):
+            continue
+        parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return "  ".join(parts)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from bnsweep import checkpoints
+    from bnsweep.train import fit
+
+    cfg = _trial_config(args)
+    out = os.path.abspath(args.out)
+    metrics_file = os.path.join(out, "metrics.jsonl")
+    checkpoint = os.path.join(out, checkpoints.FILENAME)
+    if os.path.exists(metrics_file) and not args.resume:
+        return _fail(f"--out: {out!r} already holds a run; allowed: a new directory, or --resume to continue it")
+    if args.resume and not os.path.exists(checkpoint):
+        return _fail(f"--resume: {out!r} holds no {checkpoints.FILENAME}; allowed: a directory of an earlier run")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as fh:
+        json.dump(cfg.to_dict(), fh, indent=2)
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        tqdm.write(_format_metrics(metrics))
+        with open(metrics_file, "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        if checkpoint_dir:
+            shutil.copyfile(os.path.join(checkpoint_dir, checkpoints.FILENAME), checkpoint + ".tmp")
+            os.replace(checkpoint + ".tmp", checkpoint)
+
+    def progress(batches, total: int, desc: str):
+        return tqdm(batches, total=total, desc=desc, leave=False, file=sys.stderr)
+
+    final = fit(cfg, report, resume=checkpoint if args.resume else None, progress=progress)
+    with open(os.path.join(out, "final.json"), "w") as fh:
+        json.dump(final, fh, indent=2)
+    if final.get("diverged"):
+        print(f"bnsweep: trial diverged: {final['diverged_reason']}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}/{{config.json, metrics.jsonl, final.json, {checkpoints.FILENAME}}}")
+    return 0
+
+
+# -- eval --------------------------------------------------------------------------------------
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from bnsweep import checkpoints
+    from bnsweep.config import make_config
+    from bnsweep.evaluate import autoattack_accuracy, eps_metric, evaluate
+    from bnsweep.train import Trial
+
+    state = checkpoints.load(args.checkpoint, key="checkpoint")
+    saved = {k: v for k, v in state["config"].items() if k not in ("init", "init_checkpoint")}
+    cfg = make_config({**saved, "device": args.device, "eval_n": args.n, "eval_eps_255": args.eps_255,
+                       "eval_steps": args.steps, "eval_restarts": args.restarts})
+    cfg = dataclasses.replace(cfg, init="random")
+    trial = Trial(cfg)
+    checkpoints.load_weights(trial.model, state, cfg.to_dict(), key="checkpoint")
+    x, y = trial.eval_split()
+    rows = []
+    if args.attack == "pgd":
+        out = evaluate(trial.model, x, y, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps, step_255=0,
+                       restarts=cfg.eval_restarts, seed=cfg.seed)
+        rows = [(eps, out["clean_acc"], out[eps_metric(eps)]) for eps in sorted(cfg.eval_eps_255)]
+    else:
+        clean = evaluate(trial.model, x, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=cfg.seed)["clean_acc"]
+        rows = [(eps, clean, autoattack_accuracy(trial.model, x, y, eps_255=eps, seed=cfg.seed))
+                for eps in sorted(cfg.eval_eps_255)]
+    print(f"{args.checkpoint}: {cfg.model} on {cfg.dataset}, trainable={cfg.trainable}, n={len(y)}, "
+          f"attack={args.attack}" + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == "pgd" else ""))
+    print(f"{'eps_255':>8}  {'clean_acc':>9}  {'robust_acc':>10}")
+    for eps, clean, robust in rows:
+        print(f"{eps:>8g}  {clean:>9.4f}  {robust:>10.4f}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnsweep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run one trial without Ray (debugging one configuration)",
+                       description="Train one trial; writes config.json, metrics.jsonl, final.json and "
+                                   "checkpoint.pt into --out.")
+    p.add_argument("--config", help="YAML file of trial keys (design.md's trial configuration)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override trial keys, e.g. trainable=bn epochs=3")
+    p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: clean and robust accuracy",
+                       description="Evaluate a bnsweep checkpoint on the test split of its data set.")
+    p.add_argument("checkpoint", help="checkpoint.pt, or a directory holding one")
+    p.add_argument("--attack", choices=("pgd", "autoattack"), default="pgd")
+    p.add_argument("--eps-255", type=float, nargs="+", default=[8.0], help="radii in 1/255 (default: 8)")
+    p.add_argument("--n", type=int, default=1000, help="number of test examples (default: 1000)")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD restarts (default: 1)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        return _fail(str(err))
+    except Exception as err:
+        from bnsweep.data import DataError
+
+        if isinstance(err, DataError):
+            return _fail(str(err))
+        raise
+    except KeyboardInterrupt:
+        print("bnsweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
