@@ -245,9 +245,23 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, also reading exponent floats without a dot (1e-3, 5e-4, 1.0e5) as numbers.
+
+    PyYAML follows YAML 1.1, where `lr: 1e-3` is the string '1e-3' (an exponent needs a dot and a
+    sign); YAML 1.2 and every researcher read it as 0.001.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."))
+
+
 def _yaml_scalar(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw) if raw.strip() else ""
+        return yaml.load(raw, Loader=_Loader) if raw.strip() else ""
     except yaml.YAMLError:
         return raw
 
@@ -256,7 +270,7 @@ def load_yaml(path: str) -> Any:
     """Read a YAML file with the safe loader; errors become one-line ConfigErrors naming the file."""
     try:
         with open(path) as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_Loader)
     except FileNotFoundError:
         raise ConfigError("file", path, "an existing YAML file") from None
     except yaml.YAMLError as err:
