@@ -145,7 +145,26 @@ class Trial:
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} in epoch {self.epoch + 1} (lr {cfg.lr:g})")
+        self._check_finite()
         return {"train_loss": train_loss, "train_acc": correct.item() / n, "lr": lr, "images_per_s": n / seconds}
+
+    def _check_finite(self) -> None:
+        """Raise Diverged when the weights, or the outputs they give, are no longer finite: a blow-up in
+        an epoch's last step leaves the epoch's training loss finite but a network that outputs NaN."""
+        where = f"after epoch {self.epoch + 1} (lr {self.cfg.lr:g})"
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise Diverged(f"{name} is not finite {where}")
+        x, _ = self.eval_split()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(x[:64].float().div(255))
+        finally:
+            self.model.train(was_training)
+        if not bool(torch.isfinite(logits).all()):
+            raise Diverged(f"the model's outputs are not finite {where}")
 
     # -- evaluation --------------------------------------------------------------------------
     def eval_split(self) -> tuple[torch.Tensor, torch.Tensor]:
