@@ -25,10 +25,11 @@ def _fail(message: str) -> int:
 
 # -- train -------------------------------------------------------------------------------------
 
-def _trial_config(args: argparse.Namespace):
+def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
+    """Trial keys from `base` (a resumed run's saved config), then --config, then --set."""
     from bnsweep.config import load_yaml, make_config, parse_overrides
 
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(base or {})
     if args.config:
         loaded = load_yaml(args.config)
         if loaded is not None and not isinstance(loaded, dict):
@@ -53,14 +54,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from bnsweep import checkpoints
     from bnsweep.train import fit
 
-    cfg = _trial_config(args)
     out = os.path.abspath(args.out)
     metrics_file = os.path.join(out, "metrics.jsonl")
     checkpoint = os.path.join(out, checkpoints.FILENAME)
     if os.path.exists(metrics_file) and not args.resume:
+        _trial_config(args)  # bad keys are reported first
         return _fail(f"--out: {out!r} already holds a run; allowed: a new directory, or --resume to continue it")
     if args.resume and not os.path.exists(checkpoint):
         return _fail(f"--resume: {out!r} holds no {checkpoints.FILENAME}; allowed: a directory of an earlier run")
+    # A resumed run keeps its saved config (--config/--set may still change keys, e.g. epochs).
+    cfg = _trial_config(args, checkpoints.load(checkpoint, key="resume")["config"] if args.resume else None)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as fh:
         json.dump(cfg.to_dict(), fh, indent=2)
