@@ -1,0 +1,224 @@
+"""Synthetic Ray Tune experiment directories and the loading benchmark.
+
+Writing Ray's on-disk layout directly (no Ray run) makes a 1,000-trial experiment in seconds, so the
+speed of `results.load` / `results.history` can be measured at sweep scale, and tests can build
+experiments with failed, running and pending trials exactly as Ray 2.60 leaves them on disk.
+
+    python -m bnsweep.bench_results [--trials 1000] [--epochs 50] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SESSION = "2026-01-01_00-00-00"
+
+
+@dataclass
+class FakeTrial:
+    """One trial as Ray would leave it: its config, the rows it reported and its final state."""
+
+    config: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "TERMINATED"  # Ray's spelling: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    error: str | None = None  # last line of error.txt for an ERROR trial
+    in_state: bool = True  # False: started after the last experiment_state snapshot
+    checkpoint_every: int = 1
+
+
+def _ray_row(row: dict[str, Any], i: int, trial_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A reported row with the keys Ray adds (config included, as Ray's JSON logger writes it)."""
+    return {
+        **row,
+        "timestamp": 1_767_225_600 + 60 * i,
+        "checkpoint_dir_name": None,
+        "should_checkpoint": False,
+        "done": False,
+        "training_iteration": i,
+        "trial_id": trial_id,
+        "date": SESSION,
+        "time_this_iter_s": 60.0,
+        "time_total_s": 60.0 * i,
+        "pid": 1234,
+        "hostname": "node",
+        "node_ip": "10.0.0.1",
+        "config": config,
+        "time_since_restore": 60.0 * i,
+        "iterations_since_restore": i,
+    }
+
+
+def _write_trial_dir(trial_dir: Path, trial: FakeTrial, trial_id: str) -> list[dict[str, Any]]:
+    trial_dir.mkdir(parents=True)
+    (trial_dir / "params.json").write_text(json.dumps(trial.config, indent=2, sort_keys=True))
+    rows = [_ray_row(r, i, trial_id, trial.config) for i, r in enumerate(trial.rows, start=1)]
+    checkpoints = 0
+    for i, row in enumerate(rows, start=1):
+        if i % trial.checkpoint_every == 0:
+            name, checkpoints = f"checkpoint_{checkpoints:06d}", checkpoints + 1
+            row["checkpoint_dir_name"], row["should_checkpoint"] = name, True
+            (trial_dir / name).mkdir()
+            (trial_dir / name / "state.pt").write_bytes(b"0")
+    with open(trial_dir / "result.json", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    _write_progress_csv(trial_dir / "progress.csv", rows)
+    if trial.status == "ERROR":
+        message = trial.error or "RuntimeError: trial failed"
+        (trial_dir / "error.txt").write_text(
+            f"Failure # 1 (occurred at {SESSION})\nTraceback (most recent call last):\n"
+            f'  File "train.py", line 1, in fit\n{message}\n'
+        )
+    return rows
+
+
+def _write_progress_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Like Ray's CSV logger: the header comes from the first row, later new keys are dropped."""
+    if not rows:
+        path.write_text("")
+        return
+    fields = [k for k in rows[0] if k != "config"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _state_entry(trial: FakeTrial, trial_id: str, logdir: str, rows: list[dict]) -> list[str]:
+    """The pair of JSON strings Ray keeps per trial in experiment_state-*.json."""
+    blob = "80" * (600 * sum(1 for r in rows if r["checkpoint_dir_name"]))  # pickled checkpoints
+    trial_json = {
+        "stub": False,
+        "trainable_name": "train_fn",
+        "trial_id": trial_id,
+        "config": trial.config,
+        "status": trial.status,
+        "relative_logdir": logdir,
+        "experiment_tag": trial_id,
+    }
+    runtime = {
+        "start_time": 1_767_225_600.0,
+        "num_failures": int(trial.status == "ERROR"),
+        "error_filename": "error.txt" if trial.status == "ERROR" else None,
+        "pickled_error_filename": "error.pkl" if trial.status == "ERROR" else None,
+        "last_result": {**rows[-1], "done": trial.status == "TERMINATED"} if rows else {},
+        "checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": blob},
+    }
+    return [json.dumps(trial_json, indent=2), json.dumps(runtime, indent=2)]
+
+
+def write_experiment(exp_dir: str | Path, trials: list[FakeTrial], prefix: str = "a0b1c") -> Path:
+    """Write a Ray Tune 2.60 experiment directory holding `trials`; returns `exp_dir`."""
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    trial_data = []
+    for i, trial in enumerate(trials):
+        trial_id = f"{prefix}_{i:05d}"
+        logdir = f"train_fn_{trial_id}_{i}_seed={trial.config.get('seed')}_{SESSION}"
+        rows = [] if trial.status == "PENDING" else _write_trial_dir(exp_dir / logdir, trial, trial_id)
+        if trial.in_state:
+            trial_data.append(_state_entry(trial, trial_id, logdir, rows))
+    state = {
+        "trial_data": trial_data,
+        "runner_data": {"_start_time": 1_767_225_600.0, "_session_str": SESSION},
+        "stats": {"start_time": 1_767_225_600.0},
+    }
+    (exp_dir / f"experiment_state-{SESSION}.json").write_text(json.dumps(state, indent=2))
+    (exp_dir / "tuner.pkl").write_bytes(b"\x80\x05N.")  # never read: loading must not unpickle
+    return exp_dir
+
+
+EVAL_EPS = [0.5, 1, 2, 4, 8, 16]
+
+
+def realistic_config(seed: int, trainable: str, init: str, stage: str = "main") -> dict[str, Any]:
+    """A trial config with every key of the design, as the sweep layer writes params.json."""
+    return {
+        "dataset": "cifar10", "model": "resnet20", "width": 1, "trainable": trainable,
+        "bn_stats": "update", "init": init, "bn_init": "ones", "train_attack": "pgd",
+        "train_eps_255": 8, "train_steps": 7, "train_step_255": 2, "attack_bn_mode": "eval",
+        "adv_fraction": 1.0, "epochs": 50, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+        "weight_decay": 5e-4, "schedule": "cosine", "eval_eps_255": EVAL_EPS, "eval_steps": 10,
+        "eval_restarts": 1, "eval_n": 1000, "final_attack": "autoattack", "seed": seed,
+        "device": "auto", "data_dir": "/data/cifar10", "n_train": 50000, "n_test": 10000,
+        "data_seed": 0, "precision": "fp32", "init_checkpoint": None, "stage": stage,
+    }
+
+
+def realistic_rows(epochs: int, rng: random.Random, final: bool = True) -> list[dict[str, Any]]:
+    """Per-epoch metrics with the contract's names; the last row carries the final metrics."""
+    rows = []
+    for epoch in range(1, epochs + 1):
+        progress = epoch / epochs
+        clean = 0.3 + 0.5 * progress + rng.uniform(-0.01, 0.01)
+        row = {"epoch": epoch, "train_loss": 2.0 - 1.5 * progress, "train_acc": clean + 0.05,
+               "clean_acc": clean}
+        for eps in EVAL_EPS:
+            row[f"robust_acc_eps{eps:g}"] = clean * math.exp(-eps / 6)
+        row["robust_acc"] = row["robust_acc_eps8"]
+        row.update(lr=0.1 * (1 - progress), images_per_s=2500.0, epoch_s=20.0,
+                   n_trainable_params=272474, n_params=272474)
+        rows.append(row)
+    if final and rows:
+        rows[-1].update(final_clean_acc=rows[-1]["clean_acc"],
+                        final_robust_acc=rows[-1]["robust_acc"] - 0.005, final_attack="autoattack")
+    return rows
+
+
+def write_benchmark_experiment(exp_dir: Path, n_trials: int, epochs: int, seed: int = 0) -> Path:
+    """A sweep-scale experiment: settings x seeds, every trial terminated with `epochs` rows."""
+    rng = random.Random(seed)
+    settings = [(t, i) for t in ("all", "bn", "bn+fc", "fc", "none") for i in ("random", "pretrained")]
+    trials = []
+    for k in range(n_trials):
+        trainable, init = settings[k % len(settings)]
+        trials.append(FakeTrial(realistic_config(k // len(settings), trainable, init),
+                                realistic_rows(epochs, rng), checkpoint_every=max(1, epochs // 2)))
+    return write_experiment(exp_dir, trials)
+
+
+def _timed(fn, *args) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is kept)")
+    parser.add_argument("--keep", type=Path, help="write the experiment here and keep it")
+    args = parser.parse_args(argv)
+
+    from bnsweep import results
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bnsweep-bench-"))
+    try:
+        exp_dir = root / "bench" / "main"
+        t_write, _ = _timed(write_benchmark_experiment, exp_dir, args.trials, args.epochs)
+        size_mb = sum(p.stat().st_size for p in exp_dir.rglob("*") if p.is_file()) / 1e6
+        print(f"wrote {args.trials} trials x {args.epochs} epochs ({size_mb:.0f} MB) in {t_write:.1f} s")
+        for name, fn in (("load", results.load), ("history", results.history)):
+            times, df = zip(*(_timed(fn, exp_dir) for _ in range(args.repeat)))
+            print(f"{name:8s} {min(times):6.2f} s (best of {args.repeat}; all: "
+                  f"{', '.join(f'{t:.2f}' for t in times)})  -> {df[0].shape[0]} rows x "
+                  f"{df[0].shape[1]} columns")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

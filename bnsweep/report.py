@@ -1,0 +1,256 @@
+"""`bnsweep report DIR -o OUT`: a Markdown report of a sweep, with its table and figures.
+
+The report answers, without code: how many trials ran and how did they end, which trial is best
+per stage, how the settings compare (mean ± std over seeds), how robust accuracy falls with
+epsilon and evolves per epoch, which trials failed and why, and whether the evaluation looks
+broken (the sanity section, after the checks of fra31/auto-attack and RobustBench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import bnsweep
+from bnsweep import figures, results, tables
+
+TOLERANCE = 0.005  # accuracies are fractions: half a percentage point of evaluation noise
+AA_MARGIN = 0.01  # AutoAttack may not beat PGD by more than one point
+MAX_LISTED = 10  # findings or failed trials listed per kind before "... and N more"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sign of a broken evaluation in one trial."""
+
+    check: str
+    stage: str
+    trial_id: str
+    message: str
+
+
+# ----------------------------------------------------------------------------- sanity checks
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _check_eps_monotone(row: pd.Series, eps: dict[float, str], tol: float) -> list[str]:
+    values = [(e, row[c]) for e, c in eps.items() if pd.notna(row[c])]
+    return [f"robust accuracy rises from {_pct(a)} at eps={e1:g} to {_pct(b)} at eps={e2:g}"
+            for (e1, a), (e2, b) in zip(values, values[1:]) if b > a + tol]
+
+
+def _check_robust_le_clean(row: pd.Series, eps: dict[float, str], tol: float) -> list[str]:
+    pairs = [("clean_acc", c) for c in ["robust_acc", *eps.values()]]
+    pairs.append(("final_clean_acc", "final_robust_acc"))
+    return [f"{rob} {_pct(row[rob])} is above {clean} {_pct(row[clean])}"
+            for clean, rob in pairs if clean in row.index and rob in row.index
+            and pd.notna(row[clean]) and pd.notna(row[rob]) and row[rob] > row[clean] + tol]
+
+
+def _final_attack(row: pd.Series) -> str | None:
+    for name in ("final_attack" + results.COLLISION_SUFFIX, "final_attack"):
+        if name in row.index and isinstance(row[name], str):
+            return row[name]
+    return None
+
+
+def _check_aa_vs_pgd(row: pd.Series, margin: float) -> list[str]:
+    if _final_attack(row) != "autoattack" or not {"final_robust_acc", "robust_acc"} <= set(row.index):
+        return []
+    aa, pgd = row["final_robust_acc"], row["robust_acc"]
+    if pd.notna(aa) and pd.notna(pgd) and aa > pgd + margin:
+        return [f"AutoAttack accuracy {_pct(aa)} is above PGD accuracy {_pct(pgd)} by more than "
+                f"{100 * margin:g} point(s)"]
+    return []
+
+
+def _check_final_present(row: pd.Series) -> list[str]:
+    if row.get("status") != "terminated":
+        return []
+    missing = [m for m in ("final_clean_acc", "final_robust_acc")
+               if pd.isna(row.get(m)) and not (m == "final_robust_acc"
+                                                and _final_attack(row) == "none")]
+    return [f"terminated without {', '.join(missing)}"] if missing else []
+
+
+def sanity_checks(df: pd.DataFrame, tol: float = TOLERANCE,
+                  aa_margin: float = AA_MARGIN) -> list[Finding]:
+    """Signs of a broken evaluation in `results.load`'s frame: robust accuracy that does not
+    fall as epsilon grows, robust above clean accuracy, AutoAttack above PGD by more than
+    `aa_margin`, and terminated trials whose final metrics are missing."""
+    eps = results.eps_columns(df)
+    findings = []
+    for _, row in df.iterrows():
+        checks = {
+            "robust accuracy does not fall as epsilon grows": _check_eps_monotone(row, eps, tol),
+            "robust accuracy above clean accuracy": _check_robust_le_clean(row, eps, tol),
+            "AutoAttack above PGD": _check_aa_vs_pgd(row, aa_margin),
+            "final metrics missing": _check_final_present(row),
+        }
+        findings += [Finding(check, str(row.get("stage")), str(row.get("trial_id")), message)
+                     for check, messages in checks.items() for message in messages]
+    return findings
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _duration(delta: pd.Timedelta | float | None) -> str:
+    if delta is None or pd.isna(delta):
+        return "-"
+    seconds = delta.total_seconds() if isinstance(delta, pd.Timedelta) else float(delta)
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials by status per stage, with wall time (first start to last result) and the summed
+    time of all trials."""
+    counts = pd.crosstab(df["stage"], df["status"]).reindex(
+        columns=[s for s in ("terminated", "error", "diverged", "running", "paused", "pending")
+                 if s in set(df["status"])], fill_value=0)
+    out = counts.copy()
+    out.insert(0, "trials", counts.sum(axis=1))
+    for stage, g in df.groupby("stage"):
+        wall = g["timestamp"].max() - g["start_time"].min() if {"timestamp", "start_time"} <= set(
+            g.columns) else None
+        out.loc[stage, "wall time"] = _duration(wall)
+        out.loc[stage, "trial time"] = _duration(g["time_total_s"].sum()
+                                                 if "time_total_s" in g.columns else None)
+    order = list(dict.fromkeys(df["stage"]))
+    return out.loc[order].reset_index()
+
+
+def best_trials(df: pd.DataFrame, objectives: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Best terminated trial (else best trial) per stage by the stage's metric and mode."""
+    rows = []
+    _, varying = tables.settings_frame(df)
+    for stage, g in df.groupby("stage", sort=False):
+        metric, mode = objectives.get(stage, (results.DEFAULT_METRIC, results.DEFAULT_MODE))
+        if metric not in g.columns or g[metric].isna().all():
+            rows.append({"stage": stage, "metric": f"{metric} ({mode})", "trial_id": "-",
+                         "value": "not reported"})
+            continue
+        done = g[(g["status"] == "terminated") & g[metric].notna()]
+        pool = done if len(done) else g[g[metric].notna()]
+        best = pool.loc[pool[metric].idxmax() if mode == "max" else pool[metric].idxmin()]
+        rows.append({"stage": stage, "metric": f"{metric} ({mode})", "trial_id": best["trial_id"],
+                     "value": f"{best[metric]:.4g}",
+                     "setting": ", ".join(f"{k}={tables.format_value(best[k])}" for k in varying
+                                          if k not in ("stage", "experiment")),
+                     "seed": best.get("seed"), "checkpoint": best.get("checkpoint")})
+    return pd.DataFrame(rows)
+
+
+def _listed(lines: list[str]) -> list[str]:
+    extra = len(lines) - MAX_LISTED
+    return lines[:MAX_LISTED] + ([f"- ... and {extra} more"] if extra > 0 else [])
+
+
+def failed_section(df: pd.DataFrame) -> list[str]:
+    """Notes for failed, diverged and unfinished trials."""
+    failed = df[df["status"].isin(["error", "diverged"])]
+    lines = _listed([f"- `{r.trial_id}` ({r.stage}, {r.status}): {r.error}"
+                     for r in failed.itertuples()])
+    unfinished = df["status"].isin(["running", "pending", "paused"]).sum()
+    if unfinished:
+        lines.append(f"- {unfinished} trial(s) not finished (running, paused or pending); an "
+                     "interrupted sweep leaves its running trials marked as running.")
+    return lines or ["No failed trials."]
+
+
+def sanity_section(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return ["No signs of a broken evaluation: robust accuracy falls with epsilon and stays "
+                "below clean accuracy, AutoAttack is not above PGD, final metrics are present."]
+    lines = []
+    for check in dict.fromkeys(f.check for f in findings):
+        hits = [f for f in findings if f.check == check]
+        lines.append(f"- **{check}** ({len(hits)} finding(s)):")
+        lines += ["  " + s for s in _listed([f"- `{f.trial_id}` ({f.stage}): {f.message}"
+                                             for f in hits])]
+    return lines
+
+
+def _figure_lines(name: str, title: str, draw, out: Path) -> list[str]:
+    try:
+        figures.save_figure(draw(), out / f"{name}.png")
+    except ValueError as exc:  # nothing to plot: say why instead of failing the report
+        return [f"*{title}: not drawn ({exc}).*"]
+    return [f"![{title}]({name}.png)", "", f"PDF: [{name}.pdf]({name}.pdf)"]
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def write_report(paths: results.Paths, out: str | os.PathLike,
+                 metric: str | None = None, mode: str | None = None) -> Path:
+    """Write `report.md`, the figures (PNG and PDF), `table.tex` and `trials.csv` into `out`;
+    returns the path of report.md. `metric`/`mode` override the sweep file's objective."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    experiments = results.find_experiments(paths)
+    df, hist = results.load(paths), results.history(paths)
+    objectives = {e.stage: (metric or e.metric, mode or e.mode) for e in experiments}
+    table = tables.summarize(df)
+    (out / "table.tex").write_text(tables.to_latex(table))
+    results.write_frame(df, "csv", str(out / "trials.csv"))
+
+    names = ", ".join(dict.fromkeys(e.name for e in experiments))
+    sources = ", ".join(f"`{os.fspath(p)}`" for p in
+                        ([paths] if isinstance(paths, (str, os.PathLike)) else paths))
+    lines = [f"# Sweep report: {names}", "",
+             f"From {sources}, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
+             f"bnsweep {bnsweep.__version__}. Accuracies in the comparison table and figures are "
+             "percentages; metric values elsewhere are as reported (fractions).", "",
+             "## Summary", "", results.markdown_table(summary_table(df)),
+             "### Best trial per stage", "", results.markdown_table(best_trials(df, objectives)),
+             "## Comparison", "",
+             f"Terminated trials grouped by setting; mean ± std over seeds (LaTeX: "
+             f"[table.tex](table.tex); every trial: [trials.csv](trials.csv)).", "",
+             tables.to_markdown(table) if len(table) else "*No terminated trials yet.*", "",
+             "## Figures", "",
+             *_figure_lines("robustness_curves", "Robust accuracy against epsilon",
+                            lambda: figures.robustness_curves(df), out), "",
+             *_figure_lines("training_curves", "Clean and robust accuracy per epoch",
+                            lambda: figures.training_curves(hist), out), "",
+             "## Failed trials", "", *failed_section(df), "",
+             "## Sanity checks", "", *sanity_section(sanity_checks(df)), ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`bnsweep report`: write the report and print where it is."""
+    try:
+        path = write_report(args.paths, args.output, args.metric, args.mode)
+    except results.NoExperimentError as exc:
+        print(f"bnsweep report: error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register `bnsweep report` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "report", help="write a Markdown report with the comparison table and figures",
+        description="Summarise sweep results: trials by status, best trial per stage, the "
+                    "comparison table, robustness and training curves, failed trials and "
+                    "sanity checks of the evaluation.")
+    p.add_argument("paths", nargs="+", help="sweep or experiment directories (or URIs)")
+    p.add_argument("-o", "--output", default="report", help="output directory (default: report)")
+    p.add_argument("--metric", help="metric for 'best trial' (default: the sweep file's, "
+                                    "else robust_acc)")
+    p.add_argument("--mode", choices=("max", "min"), help="max or min (default: the sweep file's)")
+    p.set_defaults(func=run_cli)
+    return p
