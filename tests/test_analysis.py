@@ -149,7 +149,8 @@ def test_sanity_fires_on_bad_results(change, check):
 
 
 def test_sanity_ignores_unfinished_and_no_final_attack():
-    df = _good().assign(final_robust_acc=[np.nan, np.nan], status=["running", "terminated"],
+    df = _good().assign(final_robust_acc=[np.nan, np.nan], final_clean_acc=[np.nan, np.nan],
+                        status=["running", "terminated"],
                         final_attack=["autoattack", "none"])
     assert report.sanity_checks(df) == []
 
