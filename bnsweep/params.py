@@ -79,6 +79,23 @@ def bn_mode(model: nn.Module, mode: str, bn_stats: str) -> Iterator[None]:
             m.train(was)
 
 
+@contextlib.contextmanager
+def frozen(params: list[nn.Parameter]) -> Iterator[None]:
+    """`params` stop requiring gradients for the block, then require them again.
+
+    For attack steps under torch.compile: its backward computes the weight gradients of every
+    parameter that requires them, even when `autograd.grad(loss, [x])` asks only for the input's
+    (eager autograd skips them by itself, so there this changes nothing).
+    """
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     total = sum(p.numel() for p in model.parameters())

@@ -25,7 +25,7 @@ from bnsweep.config import TrialConfig
 from bnsweep.data import Dataset, batches, load_dataset
 from bnsweep.evaluate import autoattack_accuracy, eps_metric, evaluate
 from bnsweep.models import build_model
-from bnsweep.params import bn_mode, count_params, init_bn, set_trainable, train_mode
+from bnsweep.params import bn_mode, count_params, frozen, init_bn, set_trainable, train_mode
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 Progress = Callable[[Iterable, int, str], Iterable]
@@ -99,7 +99,7 @@ class Trial:
     # -- training ----------------------------------------------------------------------------
     def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        with bn_mode(self.model, cfg.attack_bn_mode, cfg.bn_stats):
+        with bn_mode(self.model, cfg.attack_bn_mode, cfg.bn_stats), frozen(self.params):
             return pgd(self.forward, x, y, eps=cfg.train_eps_255 / 255, step=cfg.train_step_255 / 255,
                        steps=1 if cfg.train_attack == "fgsm" else cfg.train_steps,
                        generator=self.generator, autocast=self.autocast())
