@@ -1,0 +1,36 @@
+"""Shared fixtures for the trainer-core tests: tiny CPU trials on the synthetic `planted` data."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from bnsweep.config import make_config
+
+TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=64, eval_n=64,
+            epochs=1, batch_size=64, train_steps=2, eval_steps=3, final_steps=3, device="cpu",
+            final_attack="none")
+
+
+@pytest.fixture
+def tiny_config():
+    """`tiny_config(**overrides)` -> a validated TrialConfig small enough to train in about a second."""
+
+    def make(**overrides):
+        return make_config({**TINY, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, loopback, no dashboard) shared by every test that runs a sweep."""
+    import ray
+
+    from bnsweep.sweep import connect
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    connect(None)
+    yield ray
+    ray.shutdown()
