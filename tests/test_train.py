@@ -146,7 +146,7 @@ def test_adv_fraction_attacks_that_share_of_each_batch(tiny_config, monkeypatch,
     assert delta.max() <= 8 / 255 + 1e-6 and delta.max() > 4 / 255
 
 
-@pytest.mark.parametrize("n_train", [64, 256])  # 64: the blow-up happens in the epoch's only step
+@pytest.mark.parametrize("n_train", [64, 128])  # 64: the blow-up happens in the epoch's only step
 @pytest.mark.parametrize("trainable", ["all", "bn"])
 def test_huge_learning_rate_stops_as_diverged(tiny_config, tmp_path, n_train, trainable):
     cfg = dataclasses.replace(tiny_config(n_train=n_train, epochs=3, trainable=trainable, train_steps=1),
