@@ -124,6 +124,76 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- sweeps ------------------------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bnsweep.sweepfile import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    total = 0
+    print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
+    for stage in sweep.stages:
+        total += stage.num_trials
+        dims = ", ".join(f"{k} x{len(v)}" for k, v in stage.grid.items()) or "-"
+        searched = ", ".join(f"{k} ~ {next(iter(v))}" for k, v in stage.search.items())
+        source = f", starts from stage {stage.from_stage!r} (match {', '.join(stage.match)})" if stage.from_stage else ""
+        res = stage.resources
+        print(f"  stage {stage.name!r}: {stage.num_trials} trial(s); grid: {dims}"
+              + (f"; search ({stage.search_alg}): {searched}" if searched else "")
+              + f"; {stage.base['epochs']} epoch(s); resources per trial: cpu {res['cpu']:g}, gpu {res['gpu']:g}"
+              + (f"; scheduler: asha" if isinstance(stage.scheduler, dict) else "") + source)
+    print(f"{total} trial(s) in all")
+    return 0
+
+
+def _summary(root: str, stage: str) -> str:
+    from bnsweep import results, tables
+
+    df = results.load(root)
+    df = df[(df["stage"] == stage) & (df["status"] == "terminated")]
+    if df.empty:
+        return f"(no finished trials in stage {stage!r})"
+    metrics = [m for m in ("final_clean_acc", "final_robust_acc") if m in df and df[m].notna().any()]
+    return tables.to_markdown(tables.summarize(df, metrics or ("clean_acc", "robust_acc")))
+
+
+def _run(sweep, root: str, text: str, *, resume: bool, address: str | None) -> int:
+    import time
+
+    from bnsweep.sweep import SweepFailed, execute
+
+    start = time.perf_counter()
+    try:
+        execute(sweep, root, text, resume=resume, address=address)
+    except SweepFailed as err:
+        print(f"bnsweep: {err}", file=sys.stderr)
+        return 1
+    last = sweep.stages[-1].name
+    print(f"\nsweep {sweep.name!r} finished in {time.perf_counter() - start:.0f} s; results in {root}")
+    print(f"stage {last!r}, mean over seeds (accuracies in %):\n{_summary(root, last)}")
+    print(f"\ntensorboard --logdir {root}    |    bnsweep results {root}    |    bnsweep report {root} -o report/")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import sweep_dir
+    from bnsweep.sweepfile import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    with open(args.sweep) as fh:
+        text = fh.read()
+    root = sweep_dir(args.storage, args.name or sweep.name)
+    return _run(sweep, root, text, resume=args.resume, address=args.address)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import resume_sweep
+
+    root = args.dir if "://" in args.dir else os.path.abspath(args.dir)
+    sweep, text = resume_sweep(root)
+    return _run(sweep, root, text, resume=True, address=args.address)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=1, help="PGD restarts (default: 1)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
+                       description="Validate every trial of a sweep file without starting Ray.")
+    p.add_argument("sweep", help="sweep file (YAML)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a sweep with Ray Tune",
+                       description="Run a sweep's stages in order with Ray Tune. Results go to "
+                                   "STORAGE/NAME/ (one Ray Tune experiment per stage).")
+    p.add_argument("sweep", help="sweep file (YAML)")
+    p.add_argument("--storage", default="results",
+                   help="where experiments go: a local path, a shared path or a URI such as s3://bucket/x "
+                        "(default: ./results; on a cluster it must be reachable from every node)")
+    p.add_argument("--name", help="experiment name (default: the sweep file's name:)")
+    p.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or head:6379 "
+                                     "(default: RAY_ADDRESS, else a local Ray on this machine)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="finish an interrupted sweep",
+                       description="Resume STORAGE/NAME: finished stages and trials are kept, unfinished "
+                                   "and failed trials continue from their last checkpoints.")
+    p.add_argument("dir", help="the experiment directory, e.g. results/demo")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_resume)
+
+    from bnsweep import report, results
+
+    results.add_cli(sub)
+    report.add_cli(sub)
     return parser
 
 

@@ -1,0 +1,187 @@
+"""Sweeps end to end on a shared local Ray: stages, from_stage checkpoints, failures, resume, Optuna, ASHA."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bnsweep import checkpoints, results
+from bnsweep.cli import main
+from bnsweep.models import build_model
+from bnsweep.params import trainable_names
+from bnsweep.sweep import SweepFailed, execute, run_trial, sweep_dir
+from bnsweep.sweepfile import load_sweep
+
+TINY_TRIAL = dict(dataset="planted", n_train=96, n_test=48, model="resnet8", width=0.25, batch_size=48,
+                  epochs=2, eval_n=24, eval_steps=2, eval_eps_255=[8], final_steps=2, train_steps=1,
+                  train_step_255=8, device="cpu")
+
+
+def write_sweep(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def run(sweep_file: Path, storage: Path, *, resume: bool = False, trainable=run_trial) -> str:
+    sweep = load_sweep(str(sweep_file))
+    root = sweep_dir(str(storage), sweep.name)
+    execute(sweep, root, sweep_file.read_text(), resume=resume, trainable=trainable)
+    return root
+
+
+def epochs_reported(trial_dir: str) -> list[int]:
+    with open(os.path.join(trial_dir, "result.json")) as fh:
+        return [json.loads(line)["epoch"] for line in fh if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def two_stage(tmp_path_factory, ray_local):
+    """A pre-training stage, then BN-only adversarial training from its checkpoints (gpu asked for)."""
+    tmp = tmp_path_factory.mktemp("two_stage")
+    doc = {"name": "two", "trial": TINY_TRIAL, "grid": {"seed": [0, 1]}, "resources": {"cpu": 1, "gpu": 0.5},
+           "stages": [{"name": "pre", "trial": {"train_attack": "none"}},
+                      {"name": "adv", "grid": {"trainable": ["bn"], "init": [{"from_stage": "pre"}, "random"]}}]}
+    root = run(write_sweep(tmp / "two.yaml", doc), tmp / "results")
+    return root
+
+
+def test_two_stage_sweep_starts_each_trial_from_the_matching_checkpoint(two_stage):
+    df = results.load(two_stage)
+    assert len(df) == 6 and set(df["status"]) == {"terminated"}
+    pre = df[df.stage == "pre"].set_index("seed")
+    adv = df[(df.stage == "adv") & (df.init == "from_stage:pre")]
+    assert len(adv) == 2
+    for _, row in adv.iterrows():
+        source_dir = pre.loc[row.seed, "trial_dir"]
+        assert row.init_checkpoint.startswith(source_dir + "/checkpoint_")
+        assert row.init_checkpoint == pre.loc[row.seed, "checkpoint"]  # the newest: after the last epoch
+        # trainable=bn: every conv weight of the adv trial is the pre-trained one, bit for bit
+        source = checkpoints.load(row.init_checkpoint)["model"]
+        trained = checkpoints.load(row.checkpoint)["model"]
+        model = build_model("resnet8", 10, width=0.25)
+        bn = trainable_names(model, "bn")
+        frozen = [k for k, _ in model.named_parameters() if k not in bn]
+        assert frozen and all(torch.equal(source[k], trained[k]) for k in frozen)
+        assert any(not torch.equal(source[k], trained[k]) for k in bn if k.endswith("weight"))
+    random_init = df[(df.stage == "adv") & (df.init == "random")]
+    assert (random_init["init_checkpoint"] == "").all()
+
+
+def test_gpu_request_without_gpu_runs_on_cpu(two_stage):
+    df = results.load(two_stage)
+    assert (df["status"] == "terminated").all()  # nothing left pending for want of a GPU
+
+
+def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage, capsys):
+    before = {d: epochs_reported(d) for d in results.load(two_stage)["trial_dir"]}
+    sweep_text = open(os.path.join(two_stage, "sweep.yaml")).read()
+    sweep_file = Path(two_stage).parent / "again.yaml"
+    sweep_file.write_text(sweep_text)
+    assert main(["run", str(sweep_file), "--storage", str(Path(two_stage).parent)]) == 2
+    assert "bnsweep resume" in capsys.readouterr().err
+    assert main(["resume", two_stage]) == 0
+    after = {d: epochs_reported(d) for d in results.load(two_stage)["trial_dir"]}
+    assert after == before
+
+
+def flaky_trial(config):
+    """Fails once per trial right after reporting epoch 1 (a marker file remembers it failed)."""
+    from ray import tune
+
+    marker = os.path.join(config["data_dir"], f"{config['stage']}-{config['seed']}")
+    real_report = tune.report
+
+    def report(metrics, checkpoint=None):
+        real_report(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("injected failure after epoch 1")
+
+    tune.report = report
+    try:
+        run_trial(config)
+    finally:
+        tune.report = real_report
+
+
+def blocked_trial(config):
+    """Fails after epoch 1 while the block file exists: an interruption that needs `resume`."""
+    from ray import tune
+
+    block = os.path.join(config["data_dir"], "block")
+    real_report = tune.report
+
+    def report(metrics, checkpoint=None):
+        real_report(metrics, checkpoint=checkpoint)
+        if config["seed"] == 1 and metrics["epoch"] == 1 and os.path.exists(block):
+            raise RuntimeError("interrupted")
+
+    tune.report = report
+    try:
+        run_trial(config)
+    finally:
+        tune.report = real_report
+
+
+@pytest.fixture
+def markers(tmp_path):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+def test_trial_that_raises_once_resumes_from_its_checkpoint(tmp_path, ray_local, markers):
+    doc = {"name": "flaky", "trial": {**TINY_TRIAL, "epochs": 3, "data_dir": str(markers)}, "grid": {"seed": [0]},
+           "max_failures": 1}
+    root = run(write_sweep(tmp_path / "flaky.yaml", doc), tmp_path / "results", trainable=flaky_trial)
+    df = results.load(root)
+    assert list(df["status"]) == ["terminated"] and (markers / "main-0").exists()
+    assert epochs_reported(df["trial_dir"][0]) == [1, 2, 3]
+    assert int(df["num_failures"][0]) == 1
+
+
+def test_interrupted_sweep_finishes_with_resume_without_rerunning(tmp_path, ray_local, markers):
+    doc = {"name": "interrupted", "trial": {**TINY_TRIAL, "data_dir": str(markers)}, "grid": {"seed": [0, 1]},
+           "max_failures": 0}
+    sweep_file = write_sweep(tmp_path / "i.yaml", doc)
+    (markers / "block").touch()
+    with pytest.raises(SweepFailed, match="1 of 2 trial"):
+        run(sweep_file, tmp_path / "results", trainable=blocked_trial)
+    root = sweep_dir(str(tmp_path / "results"), "interrupted")
+    df = results.load(root).set_index("seed")
+    assert df.loc[0, "status"] == "terminated" and df.loc[1, "status"] == "error"
+    finished = df.loc[0, "trial_dir"]
+    before = Path(finished, "result.json").read_text()
+    (markers / "block").unlink()
+    run(sweep_file, tmp_path / "results", resume=True, trainable=blocked_trial)
+    df = results.load(root).set_index("seed")
+    assert set(df["status"]) == {"terminated"}
+    assert Path(finished, "result.json").read_text() == before  # not rerun: same rows, same timestamps
+    assert epochs_reported(df.loc[1, "trial_dir"]) == [1, 2]  # resumed at epoch 2, each epoch once
+
+
+def test_optuna_search(tmp_path, ray_local):
+    doc = {"name": "opt", "trial": {**TINY_TRIAL, "epochs": 1}, "search_alg": "optuna", "num_samples": 2,
+           "search": {"lr": {"loguniform": [0.01, 0.2]}, "trainable": {"choice": ["bn", "all"]}}}
+    df = results.load(run(write_sweep(tmp_path / "o.yaml", doc), tmp_path / "results"))
+    assert len(df) == 2 and set(df["status"]) == {"terminated"}
+    assert df["lr"].between(0.01, 0.2).all() and df["lr"].nunique() == 2
+    assert set(df["trainable"]) <= {"bn", "all"}
+
+
+def test_asha_scheduler_stops_at_max_t(tmp_path, ray_local):
+    doc = {"name": "asha", "trial": {**TINY_TRIAL, "epochs": 3}, "grid": {"seed": [0, 1]},
+           "scheduler": {"asha": {"max_t": 2, "grace_period": 1, "reduction_factor": 2}}}
+    df = results.load(run(write_sweep(tmp_path / "a.yaml", doc), tmp_path / "results"))
+    assert set(df["status"]) == {"terminated"}
+    assert all(epochs_reported(d)[-1] <= 2 for d in df["trial_dir"])  # ASHA cut every trial at max_t
+
