@@ -271,7 +271,7 @@ def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:
         found = [c for c in source.cells() if match_key(c, stage.match) == key]
         if len(found) != 1:
             want = ", ".join(f"{k}={v}" for k, v in zip(stage.match, key))
-            problem = "no" if not found else f"{len(found)}"
+            problem = "none" if not found else f"{len(found)}"
             raise ConfigError("init", {"from_stage": source_name}, f"a stage with exactly one trial matching "
                               f"{want} ({problem} found; adjust match: or the grids)", where)
 
