@@ -95,6 +95,7 @@ def trial_resources(stage: Stage) -> dict[str, float]:
 
 def run_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable: `train.fit`'s loop with `tune.report` and resume."""
+    import ray
     import torch
     from ray import tune
 
@@ -113,7 +114,10 @@ def run_trial(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             trial.restore(checkpoints.load(directory, key="resume"))
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        metrics = {**metrics, "node_id": node_id}  # which node ran it: clusters mix hosts and IPs
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
     trial.run(report)

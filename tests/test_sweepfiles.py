@@ -1,0 +1,44 @@
+"""The shipped sweep files validate, and say what the README and the study promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bnsweep.cli import main
+from bnsweep.sweepfile import load_sweep
+
+SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_shipped_sweep_validates(path, capsys):
+    assert main(["validate", str(path)]) == 0
+    assert "trial(s) in all" in capsys.readouterr().out
+
+
+def test_demo_is_the_study_in_small():
+    demo = load_sweep(str(Path(__file__).parent.parent / "sweeps" / "demo.yaml"))
+    pre, adv = demo.stages
+    assert pre.base["train_attack"] == "none" and pre.base["dataset"] == "planted"
+    assert set(adv.grid["trainable"]) == {"all", "bn", "bn+fc", "fc"}
+    assert set(adv.grid["init"]) == {"from_stage:pretrain", "random"}
+    assert len(adv.grid["seed"]) >= 2 and adv.base["train_attack"] == "pgd"
+    assert all(s.resources["gpu"] == 0 and s.base["device"] == "cpu" for s in demo.stages)
+
+
+def test_paper_sweep_covers_the_open_choices():
+    paper = load_sweep(str(Path(__file__).parent.parent / "sweeps" / "paper" / "cifar10.yaml"))
+    stages = {s.name: s for s in paper.stages}
+    assert stages["pretrain"].base["train_attack"] == "none"
+    finetune, scratch = stages["finetune"], stages["scratch"]
+    assert finetune.from_stage == "pretrain" and {"bn", "all"} <= set(finetune.grid["trainable"])
+    assert set(finetune.grid["bn_stats"]) == {"update", "frozen"}
+    assert set(finetune.grid["attack_bn_mode"]) == {"eval", "train"}
+    assert "bn+fc" in finetune.grid["trainable"]  # classifier trained or not
+    assert scratch.base["init"] == "random" and "bn" in scratch.grid["trainable"]
+    for stage in (finetune, scratch):
+        assert stage.base["dataset"] == "cifar10" and stage.base["train_attack"] == "pgd"
+        assert stage.base["train_eps_255"] == 8 and stage.base["final_attack"] == "autoattack"
+        assert stage.resources["gpu"] > 0
