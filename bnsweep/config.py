@@ -127,7 +127,7 @@ _RANGES = {
     "adv_fraction": (0, 1, True),
     "epochs": (1, 100_000, True),
     "batch_size": (1, 1_000_000, True),
-    "lr": (0, 100, False),
+    "lr": (0, 10_000, False),
     "momentum": (0, 1, True),
     "weight_decay": (0, 1, True),
     "eval_steps": (1, 10_000, True),
