@@ -83,8 +83,8 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
-def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int, **kw) -> nn.Sequential:
-    return nn.Sequential(*(block(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, **kw)
+def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(*(block(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1)
                            for i in range(n)))
 
 
