@@ -66,7 +66,8 @@ def load_state(root: str) -> dict[str, Any]:
 # -- Ray ---------------------------------------------------------------------------------------
 
 def connect(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray on loopback, no dashboard."""
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray without the dashboard
+    (its ports are guarded by Ray's token authentication, on by default for new local clusters)."""
     import ray
 
     if ray.is_initialized():
@@ -77,7 +78,7 @@ def connect(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+        ray.init(address="local", include_dashboard=False)
 
 
 def trial_resources(stage: Stage) -> dict[str, float]:

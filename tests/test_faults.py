@@ -1,0 +1,148 @@
+"""Faults survived: a killed trial process, a killed driver, a diverging trial, two drivers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from bnsweep import results
+from bnsweep.config import make_config
+from bnsweep.sweep import execute, sweep_dir
+from bnsweep.sweepfile import load_sweep
+from bnsweep.train import fit
+
+TRIAL = dict(dataset="planted", n_train=480, n_test=48, model="resnet8", width=0.25, batch_size=48, eval_n=24,
+             eval_steps=2, eval_eps_255=[8], final_steps=3, train_steps=2, train_step_255=4, device="cpu")
+BNSWEEP = [sys.executable, "-m", "bnsweep.cli"]
+
+
+def write(tmp: Path, doc: dict) -> Path:
+    path = tmp / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def rows(trial_dir: str) -> list[dict]:
+    path = os.path.join(trial_dir, "result.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def trial_dirs(root: Path) -> list[str]:
+    return sorted(str(p.parent) for p in root.glob("*/*/result.json"))
+
+
+def test_trial_process_killed_mid_epoch_resumes_and_matches_a_clean_run(tmp_path, ray_local):
+    """SIGKILL the trial's worker in epoch 3: it restarts from the epoch-2 checkpoint, reports every
+    epoch once, and ends with exactly the metrics of the same trial run without the fault."""
+    doc = {"name": "killed", "trial": {**TRIAL, "epochs": 4}, "max_failures": 2}
+    sweep = load_sweep(str(write(tmp_path, doc)))
+    root = sweep_dir(str(tmp_path / "results"), "killed")
+
+    import threading
+
+    def kill_in_epoch_3():
+        wait_for(lambda: trial_dirs(Path(root)) and len(rows(trial_dirs(Path(root))[0])) >= 2, 300, "epoch 2")
+        time.sleep(0.3)  # inside epoch 3
+        os.kill(rows(trial_dirs(Path(root))[0])[-1]["pid"], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_in_epoch_3)
+    killer.start()
+    execute(sweep, root, "", resume=False)
+    killer.join()
+    df = results.load(root)
+    assert list(df["status"]) == ["terminated"] and int(df["num_failures"][0]) == 1
+    history = rows(df["trial_dir"][0])
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+
+    torch.set_num_threads(1)  # as in the Ray trial (1 CPU), so the arithmetic is the same
+    try:
+        clean = fit(make_config(sweep.stages[0].base), lambda metrics, checkpoint: None)
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    for key in ("train_loss", "clean_acc", "robust_acc", "final_clean_acc", "final_robust_acc"):
+        assert history[-1][key] == clean[key], key
+
+
+def test_diverging_trial_stops_with_its_reason_and_others_go_on(tmp_path, ray_local):
+    doc = {"name": "diverge", "trial": {**TRIAL, "n_train": 96, "epochs": 2}, "grid": {"lr": [0.05, 1000]}}
+    sweep = load_sweep(str(write(tmp_path, doc)))
+    root = sweep_dir(str(tmp_path / "results"), "diverge")
+    execute(sweep, root, "", resume=False)
+    df = results.load(root).set_index("lr")
+    assert df.loc[1000, "status"] == "diverged" and "not finite" in df.loc[1000, "error"]
+    assert df.loc[1000, "epoch"] == 1  # stopped at once, no garbage epochs after it
+    assert df.loc[0.05, "status"] == "terminated" and df.loc[0.05, "epoch"] == 2
+
+
+def test_driver_killed_then_resume_finishes_without_rerunning_or_duplicates(tmp_path):
+    """`bnsweep run` is SIGKILLed while trials run; `bnsweep resume` finishes the experiment."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    doc = {"name": "driver", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]},
+           "max_concurrent": 2}
+    path = write(tmp_path, doc)
+    storage = tmp_path / "results"
+    root = storage / "driver"
+    driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
+    wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    driver.wait()
+    done_before = {d: rows(d) for d in finished()}
+    # a second driver while the first is gone is allowed only through resume
+    again = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "bnsweep resume" in again.stderr
+    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
+                             timeout=500)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = results.load(str(root))
+    assert len(df) == 3 and set(df["status"]) == {"terminated"}
+    for d in df["trial_dir"]:
+        assert [r["epoch"] for r in rows(d)] == [1, 2, 3]  # every epoch once, none lost
+    for d, before in done_before.items():
+        assert rows(d) == before  # finished trials were not rerun
+
+
+def test_second_driver_on_a_running_experiment_refuses(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    doc = {"name": "busy", "trial": {**TRIAL, "epochs": 2}}
+    path = write(tmp_path, doc)
+    storage = tmp_path / "results"
+    first = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: (storage / "busy" / "sweep.yaml").exists(), 120, "the first driver to start")
+        second = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(storage), "--resume"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert "no other bnsweep driver" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_local_ray_starts_without_dashboard(ray_local):
+    from ray._private.worker import global_worker
+
+    assert not global_worker.node.address_info.get("webui_url")
+
