@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 from typing import Any, Callable
 
@@ -94,8 +95,28 @@ def trial_resources(stage: Stage) -> dict[str, float]:
     return resources
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """The Ray Tune function trainable: `train.fit`'s loop with `tune.report` and resume."""
+class StorageFull(OSError):
+    """Too little room left on the storage for the next checkpoint."""
+
+
+def check_free_space(root: str, checkpoint_dir: str) -> None:
+    """Refuse to write a checkpoint that would leave less than two more of its size free on local
+    storage: stopping early keeps every result and checkpoint written so far whole."""
+    if "://" in root:
+        return
+    needed = 3 * sum(f.stat().st_size for f in os.scandir(checkpoint_dir) if f.is_file())
+    path = root
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    free = shutil.disk_usage(path).free
+    if free < needed:
+        raise StorageFull(f"storage {root}: {free / 2**20:.1f} MiB free, {needed / 2**20:.1f} MiB needed "
+                          f"to keep checkpointing safely; free space, then run: bnsweep resume {root}")
+
+
+def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
+    """The Ray Tune function trainable: `train.fit`'s loop with `tune.report` and resume.
+    `storage_root` (local storage) is checked for room before each checkpoint."""
     import ray
     import torch
     from ray import tune
@@ -118,6 +139,8 @@ def run_trial(config: dict[str, Any]) -> None:
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir and storage_root:
+            check_free_space(storage_root, checkpoint_dir)
         metrics = {**metrics, "node_id": node_id}  # which node ran it: clusters mix hosts and IPs
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
@@ -189,7 +212,7 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable)
         args = {"max_t": stage.base["epochs"], **stage.scheduler["asha"]}
         scheduler = ASHAScheduler(time_attr="training_iteration", **args)
     return tune.Tuner(
-        tune.with_resources(trainable, trial_resources(stage)),
+        _wrap(trainable, stage, root),
         param_space=param_space(stage, lookup),
         tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode, num_samples=stage.num_samples,
                                     search_alg=search_alg, scheduler=scheduler),
@@ -198,6 +221,12 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable)
             checkpoint_config=tune.CheckpointConfig(num_to_keep=stage.checkpoints_to_keep),
             failure_config=tune.FailureConfig(max_failures=stage.max_failures)),
     )
+
+
+def _wrap(trainable: Callable, stage: Stage, root: str):
+    from ray import tune
+
+    return tune.with_resources(tune.with_parameters(trainable, storage_root=root), trial_resources(stage))
 
 
 def _checkpoint_uri(checkpoint, root: str) -> str:
@@ -213,7 +242,7 @@ def run_stage(stage: Stage, root: str, lookup: dict[str, str], trainable: Callab
     path = f"{root}/{stage.name}"
     if tune.Tuner.can_restore(path):
         print(f"bnsweep: resuming stage {stage.name!r} from {path}", file=sys.stderr)
-        tuner = tune.Tuner.restore(path, trainable=tune.with_resources(trainable, trial_resources(stage)),
+        tuner = tune.Tuner.restore(path, trainable=_wrap(trainable, stage, root),
                                    resume_unfinished=True, resume_errored=True)
     else:
         print(f"bnsweep: stage {stage.name!r}: {stage.num_trials} trial(s) -> {path}", file=sys.stderr)

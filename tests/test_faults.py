@@ -10,12 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from bnsweep import results
 from bnsweep.config import make_config
-from bnsweep.sweep import execute, sweep_dir
+from bnsweep.sweep import SweepFailed, execute, sweep_dir
 from bnsweep.sweepfile import load_sweep
 from bnsweep.train import fit
 
@@ -146,3 +147,35 @@ def test_local_ray_starts_without_dashboard(ray_local):
 
     assert not global_worker.node.address_info.get("webui_url")
 
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.5 MiB tmpfs as storage (needs root and mount rights, as on CI; skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small_disk, ray_local):
+    doc = {"name": "full", "trial": {**TRIAL, "n_train": 96, "width": 0.5, "epochs": 8}, "grid": {"seed": [0, 1]},
+           "max_failures": 0, "checkpoints_to_keep": 20}  # every checkpoint kept: the disk fills up
+    sweep = load_sweep(str(write(tmp_path, doc)))
+    root = sweep_dir(str(small_disk), "full")
+    with pytest.raises(SweepFailed) as failed:
+        execute(sweep, root, "", resume=False)
+    assert f"storage {root}" in str(failed.value) and "MiB free" in str(failed.value)
+    df = results.load(root)
+    assert len(df) == 2 and set(df["status"]) == {"error"}
+    for trial_dir in df["trial_dir"]:
+        history = rows(trial_dir)
+        assert history and [r["epoch"] for r in history] == list(range(1, len(history) + 1))
+    assert df["checkpoint"].notna().all()  # the last checkpoints are whole and loadable
+    from bnsweep import checkpoints
+
+    for path in df["checkpoint"]:
+        assert checkpoints.load(path)["epoch"] >= 1

@@ -90,7 +90,7 @@ def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage,
     assert after == before
 
 
-def flaky_trial(config):
+def flaky_trial(config, **kwargs):
     """Fails once per trial right after reporting epoch 1 (a marker file remembers it failed)."""
     from ray import tune
 
@@ -105,12 +105,12 @@ def flaky_trial(config):
 
     tune.report = report
     try:
-        run_trial(config)
+        run_trial(config, **kwargs)
     finally:
         tune.report = real_report
 
 
-def blocked_trial(config):
+def blocked_trial(config, **kwargs):
     """Fails after epoch 1 while the block file exists: an interruption that needs `resume`."""
     from ray import tune
 
@@ -124,7 +124,7 @@ def blocked_trial(config):
 
     tune.report = report
     try:
-        run_trial(config)
+        run_trial(config, **kwargs)
     finally:
         tune.report = real_report
 
