@@ -11,6 +11,8 @@ Parts (``--part``; each prints one section):
   peers       bnsweep vs a fast_adversarial-style loop and torchattacks.PGD: same model, data, run
   gpu         images/s of PGD training on CUDA: fp32 vs bf16, eager vs torch.compile
   eval        robust evaluation attacking only still-correct examples vs attacking every example
+  packing     aggregate images/s of 1, 2, 4, 8 trials sharing one GPU through Ray Tune (bench_sweep.py)
+  overhead    share of a short-trial sweep's wall time spent computing, through Ray Tune (bench_sweep.py)
 
 Every time is the median of ``--reps`` repetitions after ``--warmup`` calls, with the variants of a
 section interleaved (A B C A B C ...) so that drift on a shared machine hits all of them alike. Data
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnsweep import bench_sweep
 from bnsweep.config import TrialConfig, make_config
 from bnsweep.data import Dataset, batches, load_dataset
 from bnsweep.evaluate import correct_mask, eps_metric, evaluate, pgd_survivors
@@ -332,16 +335,18 @@ def evaluation(b: Bench) -> list[Row]:
         print(f"{name:<11}{t[name]:>8.2f}{r['clean_acc']:>8.3f}"
               + "".join(f"{r[eps_metric(e)]:>9.3f}" for e in a.eval_eps))
     diff = max(abs(results["survivors"][k] - results["every"][k]) for k in results["every"])
+    why = " (the attacks' random starts differ)" if diff else ""
     print(f"speed-up of attacking only still-correct examples: {t['every'] / t['survivors']:.2f}x; "
-          f"largest accuracy difference {diff:.3f} ({round(diff * len(y))} of {len(y)} examples: random starts differ)")
+          f"largest accuracy difference {diff:.3f}: {round(diff * len(y))} of {len(y)} examples{why}")
     return rows
 
 
 # -- main --------------------------------------------------------------------------------------
 
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
-    "efficiency": efficiency, "peers": peers, "gpu": gpu, "eval": evaluation}
-QUICK = dict(model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0,
+    "efficiency": efficiency, "peers": peers, "gpu": gpu, "eval": evaluation,
+    "packing": bench_sweep.packing, "overhead": bench_sweep.overhead}
+QUICK = dict(**bench_sweep.QUICK, model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0,
              n_train=64, eval_n=32, eval_steps=2, eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
 
 
@@ -385,6 +390,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu-batch-size", type=int, default=512)
     p.add_argument("--gpu-batches", type=int, default=20, help="batches per timed epoch (gpu part)")
     p.add_argument("--gpu-eager-only", action="store_true", help="gpu part: skip torch.compile")
+    bench_sweep.add_arguments(p)
     p.add_argument("--quick", action="store_true", help="tiny defaults: checks that every part runs (tests)")
     if p.parse_known_args(argv)[0].quick:
         p.set_defaults(**QUICK)  # flags given explicitly still win
