@@ -69,8 +69,10 @@ class TwoNodeCluster:
                 node.wait()
 
     def close(self) -> None:
-        self.stop(self.worker)
-        self.stop(self.head)
+        for node in (self.worker, self.head):
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGKILL)  # the node and every Ray process it started
+                node.wait()
 
 
 @pytest.fixture
