@@ -129,7 +129,7 @@ def _flip_crop(x: torch.Tensor, generator: torch.Generator | None, gdev: torch.d
 
 def make_planted(n: int, *, seed: int, stream: int = 0, num_classes: int = 10,
                  robust_255: float = 48.0, robust_flip: float = 0.15, robust_noise: float = 0.5,
-                 robust_grid: int = 2, fragile_255: int = 3, fragile_tile: int = 2,
+                 robust_grid: int = 2, fragile_255: int = 4, fragile_tile: int = 2,
                  background_255: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Generate n CIFAR-shaped images (uint8 (n, 3, 32, 32), CPU) and class-balanced int64 labels.
 
@@ -147,7 +147,7 @@ def make_planted(n: int, *, seed: int, stream: int = 0, num_classes: int = 10,
       template classifier). An L-inf perturbation of 8/255 moves it too little to matter: the
       linear nearest-template classifier keeps its accuracy under exact worst-case 8/255 attacks.
     * fragile feature, small and high-frequency: a class-specific sign pattern of exactly
-      +-``fragile_255`` (default 3) in every pixel and channel, a random ``fragile_tile`` x
+      +-``fragile_255`` (default 4) in every pixel and channel, a random ``fragile_tile`` x
       ``fragile_tile`` tile with zero mean per channel (no low-frequency content) repeated over the
       image. With the background noise it is still perfectly predictive by itself, but its L-inf
       size is below the usual radius 8/255, so an attacker can erase it or swap in another class's

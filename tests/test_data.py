@@ -152,8 +152,8 @@ def test_fragile_feature_is_smaller_than_eps_8():
     x0, y0 = make_planted(1000, seed=0, fragile_255=0)
     assert torch.equal(y, y0)
     diff = x.int() - x0.int()
-    assert diff.abs().max().item() == 3 < 8
-    assert (diff.abs() == 3).float().mean() > 0.95  # everywhere but the few clipped pixels
+    assert diff.abs().max().item() == 4 < 8
+    assert (diff.abs() == 4).float().mean() > 0.95  # everywhere but the few clipped pixels
 
 
 def _nearest_class_mean(features, x_train, y_train, x_test, y_test):
@@ -227,7 +227,7 @@ def _fit_and_eval(ds, *, adversarial, epochs=3):
 @pytest.mark.slow
 def test_planted_separates_standard_from_adversarial_training():
     """The designed property: clean training uses fragile features (accurate, not robust); PGD
-    training at 8/255 must fall back to the robust ones (clearly robust). ~30 s on 2 CPU cores."""
+    training at 8/255 must fall back to the robust ones (clearly robust). ~25 s on 2 CPU cores."""
     ds = _planted(n_train=2000, n_test=500)
     clean, robust = _fit_and_eval(ds, adversarial=False)
     assert clean > 0.9 and robust < 0.2
