@@ -79,7 +79,7 @@ def autoattack_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor
         adversary = AutoAttack(model, norm="Linf", eps=eps_255 / 255, version="standard", seed=seed,
                                device=x_uint8.device)
         logging.getLogger("auto-attack").setLevel(logging.WARNING)
-        x_adv = adversary.run_standard_evaluation(as_float(x_uint8), y, batch_size=batch_size)
+        x_adv, _ = adversary.run_standard_evaluation(as_float(x_uint8), y, batch_size=batch_size)
         return correct_mask(model, x_adv, y, batch_size).float().mean().item()
     finally:
         model.train(was_training)
