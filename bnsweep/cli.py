@@ -141,7 +141,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  stage {stage.name!r}: {stage.num_trials} trial(s); grid: {dims}"
               + (f"; search ({stage.search_alg}): {searched}" if searched else "")
               + f"; {stage.base['epochs']} epoch(s); resources per trial: cpu {res['cpu']:g}, gpu {res['gpu']:g}"
-              + (f"; scheduler: asha" if isinstance(stage.scheduler, dict) else "") + source)
+              + ("; scheduler: asha" if isinstance(stage.scheduler, dict) else "") + source)
     print(f"{total} trial(s) in all")
     return 0
 

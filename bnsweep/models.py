@@ -131,26 +131,8 @@ class PreActResNet18(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# WideResNet-D-W (Zagoruyko & Komodakis 2016), pre-activation blocks, no dropout
+# WideResNet-D-W (Zagoruyko & Komodakis 2016): the same pre-activation blocks, no dropout
 # ---------------------------------------------------------------------------------------------
-
-class WideBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(c_in)
-        self.conv1 = _conv3x3(c_in, c_out, stride)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.conv2 = _conv3x3(c_out, c_out)
-        self.shortcut = None
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
-        return out + shortcut
-
 
 class WideResNet(nn.Module):
     def __init__(self, depth: int, widen: int, num_classes: int, width: float, norm: Normalize):
@@ -160,9 +142,9 @@ class WideResNet(nn.Module):
         c0 = _channels(16, width)
         c1, c2, c3 = (_channels(b * widen, width) for b in (16, 32, 64))
         self.conv1 = _conv3x3(3, c0)
-        self.layer1 = _stage(WideBlock, c0, c1, n, stride=1)
-        self.layer2 = _stage(WideBlock, c1, c2, n, stride=2)
-        self.layer3 = _stage(WideBlock, c2, c3, n, stride=2)
+        self.layer1 = _stage(PreActBlock, c0, c1, n, stride=1)
+        self.layer2 = _stage(PreActBlock, c1, c2, n, stride=2)
+        self.layer3 = _stage(PreActBlock, c2, c3, n, stride=2)
         self.bn = nn.BatchNorm2d(c3)
         self.fc = nn.Linear(c3, num_classes)
 

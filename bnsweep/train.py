@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bnsweep import checkpoints
 from bnsweep.attacks import pgd

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def ray_sweep(base: Path) -> Path:
     import ray
     from ray import tune
 
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this file
     started = not ray.is_initialized()  # reuse a cluster another fixture started
     if started:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from _experiments import mixed_sweep, ray_sweep
 from bnsweep.config import make_config
 
 TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=64, eval_n=64,
@@ -34,3 +36,15 @@ def ray_local():
     connect(None)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_dir(tmp_path_factory) -> Path:
+    """A real Ray Tune experiment of a tiny stand-in trainable (4 trials, one failing)."""
+    return ray_sweep(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def mixed_dir(tmp_path_factory) -> Path:
+    """Hand-made experiment directories with every trial status."""
+    return mixed_sweep(tmp_path_factory.mktemp("mixed"))

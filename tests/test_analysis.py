@@ -13,20 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _experiments import mixed_sweep, ray_sweep
 from bnsweep import bench_results, figures, report, results, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="session")
-def ray_dir(tmp_path_factory) -> Path:
-    return ray_sweep(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def mixed_dir(tmp_path_factory) -> Path:
-    return mixed_sweep(tmp_path_factory.mktemp("mixed"))
 
 
 def _trials(**columns) -> pd.DataFrame:

@@ -12,19 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from _experiments import EPOCHS, mixed_sweep, ray_sweep
+from _experiments import EPOCHS
 from bnsweep import results
 from bnsweep.bench_results import FakeTrial, realistic_config, realistic_rows, write_experiment
 
-
-@pytest.fixture(scope="session")
-def ray_dir(tmp_path_factory) -> Path:
-    return ray_sweep(tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture(scope="session")
-def mixed_dir(tmp_path_factory) -> Path:
-    return mixed_sweep(tmp_path_factory.mktemp("mixed"))
 
 
 # ----------------------------------------------------------------------------- a real Ray sweep

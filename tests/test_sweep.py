@@ -90,43 +90,42 @@ def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage,
     assert after == before
 
 
-def flaky_trial(config, **kwargs):
-    """Fails once per trial right after reporting epoch 1 (a marker file remembers it failed)."""
+def trial_failing_after(config: dict, kwargs: dict, should_fail) -> None:
+    """`run_trial`, raising right after a report for which `should_fail(metrics)` is true."""
     from ray import tune
 
-    marker = os.path.join(config["data_dir"], f"{config['stage']}-{config['seed']}")
     real_report = tune.report
 
     def report(metrics, checkpoint=None):
         real_report(metrics, checkpoint=checkpoint)
-        if metrics["epoch"] == 1 and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("injected failure after epoch 1")
+        if should_fail(metrics):
+            raise RuntimeError("injected failure")
 
     tune.report = report
     try:
         run_trial(config, **kwargs)
     finally:
         tune.report = real_report
+
+
+def flaky_trial(config, **kwargs):
+    """Fails once per trial right after reporting epoch 1 (a marker file remembers it failed)."""
+    marker = os.path.join(config["data_dir"], f"{config['stage']}-{config['seed']}")
+
+    def once(metrics):
+        if metrics["epoch"] == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            return True
+        return False
+
+    trial_failing_after(config, kwargs, once)
 
 
 def blocked_trial(config, **kwargs):
-    """Fails after epoch 1 while the block file exists: an interruption that needs `resume`."""
-    from ray import tune
-
+    """Seed 1 fails after epoch 1 while the block file exists: an interruption that needs `resume`."""
     block = os.path.join(config["data_dir"], "block")
-    real_report = tune.report
-
-    def report(metrics, checkpoint=None):
-        real_report(metrics, checkpoint=checkpoint)
-        if config["seed"] == 1 and metrics["epoch"] == 1 and os.path.exists(block):
-            raise RuntimeError("interrupted")
-
-    tune.report = report
-    try:
-        run_trial(config, **kwargs)
-    finally:
-        tune.report = real_report
+    trial_failing_after(config, kwargs,
+                        lambda metrics: config["seed"] == 1 and metrics["epoch"] == 1 and os.path.exists(block))
 
 
 @pytest.fixture
