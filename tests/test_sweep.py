@@ -184,3 +184,20 @@ def test_asha_scheduler_stops_at_max_t(tmp_path, ray_local):
     assert set(df["status"]) == {"terminated"}
     assert all(epochs_reported(d)[-1] <= 2 for d in df["trial_dir"])  # ASHA cut every trial at max_t
 
+
+
+def test_tensorboard_has_every_trials_curves_and_hparams(two_stage):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    df = results.load(two_stage)
+    for _, row in df.iterrows():
+        events = EventAccumulator(row.trial_dir)
+        events.Reload()
+        tags = events.Tags()["scalars"]
+        for metric in ("clean_acc", "robust_acc", "robust_acc_eps8", "train_loss", "epoch_s"):
+            assert f"ray/tune/{metric}" in tags
+        assert [e.step for e in events.Scalars("ray/tune/robust_acc")] == [1, 2]
+        if row.stage == "adv":  # the hparams view lists the keys the stage varies
+            plugins = events.PluginTagToContent("hparams")
+            assert "_hparams_/session_start_info" in plugins
+            assert b"trainable" in plugins["_hparams_/session_start_info"]
