@@ -197,13 +197,9 @@ def test_analysis_scripts(mixed_dir, tmp_path):
     assert done.returncode == 2 and "no such directory" in done.stderr
 
 
-def test_training_curves_script_in_process(mixed_dir, tmp_path):
-    sys.path.insert(0, str(REPO / "analysis"))
-    try:
-        import training_curves
-    finally:
-        sys.path.remove(str(REPO / "analysis"))
-    assert training_curves.main([str(mixed_dir), "-o", str(tmp_path / "t.png")]) == 0
+def test_figure_script_in_process(mixed_dir, tmp_path):
+    assert figures.script_main([str(mixed_dir), "-o", str(tmp_path / "t.png")], doc="training curves",
+                               name="training_curves", per_epoch=True, plot=figures.training_curves) == 0
     _png_and_pdf([tmp_path / "t.png", tmp_path / "t.pdf"])
 
 
