@@ -107,7 +107,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     trial = Trial(cfg)
     checkpoints.load_weights(trial.model, state, cfg.to_dict(), key="checkpoint")
     x, y = trial.eval_split()
-    rows = []
     if args.attack == "pgd":
         out = evaluate(trial.model, x, y, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps, step_255=0,
                        restarts=cfg.eval_restarts, seed=cfg.seed)
