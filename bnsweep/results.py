@@ -26,11 +26,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
+from bnsweep.storage import SWEEP_FILE, filesystem
+
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
 
 STATE_PATTERN = "experiment_state-*.json"
-SWEEP_FILE = "sweep.yaml"
 DEFAULT_METRIC, DEFAULT_MODE = "robust_acc", "max"
 IDENTITY_COLUMNS = ["experiment", "stage", "trial_id", "status", "error"]
 LOCATION_COLUMNS = ["checkpoint", "trial_dir", "start_time", "num_failures"]
@@ -87,16 +88,6 @@ class _Trial:
 # ----------------------------------------------------------------------------- discovery
 
 
-def _filesystem(path: PathLike) -> tuple[pafs.FileSystem, str, str]:
-    """(filesystem, path inside it, prefix that turns such a path back into a URI)."""
-    text = os.fspath(path)
-    if "://" not in text:
-        return pafs.LocalFileSystem(), os.path.abspath(text), ""
-    fs, inner = pafs.FileSystem.from_uri(text)
-    prefix = "" if isinstance(fs, pafs.LocalFileSystem) else text.split("://", 1)[0] + "://"
-    return fs, inner.rstrip("/") or "/", prefix
-
-
 def _list(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
     return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
 
@@ -130,7 +121,7 @@ def _sweep_objectives(fs: pafs.FileSystem, sweep_dir: str) -> tuple[list[str], d
 
 
 def _experiments_at(path: PathLike) -> list[Experiment]:
-    fs, root, prefix = _filesystem(path)
+    fs, root, prefix = filesystem(path)
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise NoExperimentError(f"{os.fspath(path)}: no such directory")
     entries = _list(fs, root)

@@ -19,10 +19,10 @@ from typing import Any, Callable
 import pyarrow.fs as pafs
 
 from bnsweep.config import KEYS, STAGE_INIT_PREFIX, ConfigError
+from bnsweep.storage import SWEEP_FILE, filesystem
 from bnsweep.sweepfile import Stage, Sweep, load_sweep, match_key
 
 STATE_FILE = "bnsweep_state.json"
-SWEEP_FILE = "sweep.yaml"
 LOCK_FILE = ".bnsweep.lock"
 
 
@@ -37,12 +37,8 @@ def sweep_dir(storage: str, name: str) -> str:
     return f"{storage.rstrip('/')}/{name}"
 
 
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    return pafs.FileSystem.from_uri(uri)
-
-
 def read_text(uri: str) -> str | None:
-    fs, path = _fs(uri)
+    fs, path, _ = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as fh:
@@ -51,7 +47,7 @@ def read_text(uri: str) -> str | None:
 
 def write_text(uri: str, text: str) -> None:
     """Write via a temporary name and a move, so a full disk never leaves half a state file."""
-    fs, path = _fs(uri)
+    fs, path, _ = filesystem(uri)
     fs.create_dir(os.path.dirname(path), recursive=True)
     tmp = f"{path}.tmp"
     with fs.open_output_stream(tmp) as fh:
