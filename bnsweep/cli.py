@@ -1,7 +1,8 @@
-"""The `bnsweep` command: train, eval, validate, run, resume, results, report.
+"""The `bnsweep` command: train, eval, validate, run, resume, results, report, table, plot.
 
-Bad input (a bad key, value, file or path) prints one line to stderr and exits with status 2
-before anything heavy (data, Ray) starts.
+Every subcommand lives here; the layers below raise `errors.BadInput` for anything the user can
+fix, and `main` prints it as one line (`bnsweep: error: ...`) and exits with status 2, before
+anything heavy (data, Ray) starts.
 """
 
 from __future__ import annotations
@@ -13,21 +14,16 @@ import shutil
 import sys
 from typing import Any
 
-from bnsweep.config import ConfigError
+from bnsweep.errors import BadInput, ConfigError, UsageError
 
 EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str) -> int:
-    print(f"bnsweep: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 # -- train -------------------------------------------------------------------------------------
 
 def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
     """Trial keys from `base` (a resumed run's saved config), then --config, then --set."""
-    from bnsweep.config import load_yaml, make_config, parse_overrides
+    from bnsweep.core.config import load_yaml, make_config, parse_overrides
 
     values: dict[str, Any] = dict(base or {})
     if args.config:
@@ -51,17 +47,17 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from bnsweep import checkpoints
-    from bnsweep.train import fit
+    from bnsweep.core import checkpoints
+    from bnsweep.core.train import fit
 
     out = os.path.abspath(args.out)
     metrics_file = os.path.join(out, "metrics.jsonl")
     checkpoint = os.path.join(out, checkpoints.FILENAME)
     if os.path.exists(metrics_file) and not args.resume:
         _trial_config(args)  # bad keys are reported first
-        return _fail(f"--out: {out!r} already holds a run; allowed: a new directory, or --resume to continue it")
+        raise UsageError(f"--out: {out!r} already holds a run; allowed: a new directory, or --resume to continue it")
     if args.resume and not os.path.exists(checkpoint):
-        return _fail(f"--resume: {out!r} holds no {checkpoints.FILENAME}; allowed: a directory of an earlier run")
+        raise UsageError(f"--resume: {out!r} holds no {checkpoints.FILENAME}; allowed: a directory of an earlier run")
     # A resumed run keeps its saved config (--config/--set may still change keys, e.g. epochs).
     cfg = _trial_config(args, checkpoints.load(checkpoint, key="resume")["config"] if args.resume else None)
     os.makedirs(out, exist_ok=True)
@@ -94,39 +90,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from bnsweep import checkpoints
-    from bnsweep.config import make_config
-    from bnsweep.evaluate import autoattack_accuracy, eps_metric, evaluate
-    from bnsweep.train import Trial
+    from bnsweep.core import checkpoints
+    from bnsweep.core.config import make_config
+    from bnsweep.core.evaluate import eps_metric, robust_accuracy
+    from bnsweep.core.train import Trial
 
     state = checkpoints.load(args.checkpoint, key="checkpoint")
     saved = {k: v for k, v in state["config"].items() if k not in ("init", "init_checkpoint")}
     cfg = make_config({**saved, "device": args.device, "eval_n": args.n, "eval_eps_255": args.eps_255,
                        "eval_steps": args.steps, "eval_restarts": args.restarts})
-    cfg = dataclasses.replace(cfg, init="random")
-    trial = Trial(cfg)
-    checkpoints.load_weights(trial.model, state, cfg.to_dict(), key="checkpoint")
+    trial = Trial(dataclasses.replace(cfg, init="random"))
+    checkpoints.load_weights(trial.model, state, {**cfg.to_dict(), "init": args.checkpoint}, key="checkpoint")
     x, y = trial.eval_split()
-    if args.attack == "pgd":
-        out = evaluate(trial.model, x, y, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps, step_255=0,
-                       restarts=cfg.eval_restarts, seed=cfg.seed)
-        rows = [(eps, out["clean_acc"], out[eps_metric(eps)]) for eps in sorted(cfg.eval_eps_255)]
-    else:
-        clean = evaluate(trial.model, x, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=cfg.seed)["clean_acc"]
-        rows = [(eps, clean, autoattack_accuracy(trial.model, x, y, eps_255=eps, seed=cfg.seed))
-                for eps in sorted(cfg.eval_eps_255)]
+    out = robust_accuracy(trial.model, x, y, attack=args.attack, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps,
+                          step_255=0, restarts=cfg.eval_restarts, seed=cfg.seed)
     print(f"{args.checkpoint}: {cfg.model} on {cfg.dataset}, trainable={cfg.trainable}, n={len(y)}, "
           f"attack={args.attack}" + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == "pgd" else ""))
     print(f"{'eps_255':>8}  {'clean_acc':>9}  {'robust_acc':>10}")
-    for eps, clean, robust in rows:
-        print(f"{eps:>8g}  {clean:>9.4f}  {robust:>10.4f}")
+    for eps in sorted(cfg.eval_eps_255):
+        print(f"{eps:>8g}  {out['clean_acc']:>9.4f}  {out[eps_metric(eps)]:>10.4f}")
     return 0
 
 
 # -- sweeps ------------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bnsweep.sweepfile import load_sweep
+    from bnsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep)
     total = 0
@@ -146,7 +135,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _summary(root: str, stage: str) -> str:
-    from bnsweep import results, tables
+    from bnsweep import results
+    from bnsweep.results import tables
 
     df = results.load(root)
     df = df[(df["stage"] == stage) & (df["status"] == "terminated")]
@@ -156,14 +146,14 @@ def _summary(root: str, stage: str) -> str:
     return tables.to_markdown(tables.summarize(df, metrics or ("clean_acc", "robust_acc")))
 
 
-def _run(sweep, root: str, text: str, *, resume: bool, address: str | None) -> int:
+def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
     import time
 
-    from bnsweep.sweep import SweepFailed, execute
+    from bnsweep.sweep.driver import SweepFailed, execute
 
     start = time.perf_counter()
     try:
-        execute(sweep, root, text, resume=resume, address=address)
+        execute(sweep, root, resume=resume, address=address)
     except SweepFailed as err:
         print(f"bnsweep: {err}", file=sys.stderr)
         return 1
@@ -175,22 +165,82 @@ def _run(sweep, root: str, text: str, *, resume: bool, address: str | None) -> i
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bnsweep.sweep import sweep_dir
-    from bnsweep.sweepfile import load_sweep
+    from bnsweep.sweep.storage import sweep_dir
+    from bnsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep)
-    with open(args.sweep) as fh:
-        text = fh.read()
     root = sweep_dir(args.storage, args.name or sweep.name)
-    return _run(sweep, root, text, resume=args.resume, address=args.address)
+    return _run(sweep, root, resume=args.resume, address=args.address)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from bnsweep.sweep import resume_sweep
+    from bnsweep.sweep.driver import resume_sweep
 
     root = args.dir if "://" in args.dir else os.path.abspath(args.dir)
-    sweep, text = resume_sweep(root)
-    return _run(sweep, root, text, resume=True, address=args.address)
+    return _run(resume_sweep(root), root, resume=True, address=args.address)
+
+
+# -- results -----------------------------------------------------------------------------------
+
+def _split(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from bnsweep import results
+    from bnsweep.results.formats import SUFFIX_FORMAT
+
+    fmt = args.format or SUFFIX_FORMAT.get(os.path.splitext(args.output or "")[1], "table")
+    df = (results.history if args.history else results.load)(args.paths)
+    df = results.select(df, args.where, _split(args.columns), _split(args.sort), args.desc)
+    results.write_frame(df, fmt, args.output)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bnsweep.results.report import write_report
+
+    print(write_report(args.paths, args.output, args.metric, args.mode))
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from bnsweep import results
+    from bnsweep.results import tables
+
+    df = results.select(results.load(args.paths), where=args.where)
+    statuses = sorted(set(df["status"])) if args.all_statuses else ("terminated",)
+    table = tables.summarize(df, statuses=statuses)
+    parts = []
+    if args.format in ("markdown", "both"):
+        parts.append(tables.to_markdown(table))
+    if args.format in ("latex", "both"):
+        parts.append(tables.to_latex(table))
+    text = "\n".join(parts)
+    if args.output:
+        with open(args.output, "w") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+PLOTS = ("robustness", "training")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from bnsweep import results
+    from bnsweep.results import figures
+
+    per_epoch = args.kind == "training"
+    frame = (results.history if per_epoch else results.load)(args.paths)
+    draw = figures.training_curves if per_epoch else figures.robustness_curves
+    try:
+        fig = draw(results.select(frame, where=args.where))
+    except ValueError as err:  # nothing to plot
+        raise UsageError(f"{args.kind}: {err}") from None
+    print("\n".join(map(str, figures.save_figure(fig, args.output or f"{args.kind}.png"))))
+    return 0
 
 
 # -- parser ------------------------------------------------------------------------------------
@@ -202,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run one trial without Ray (debugging one configuration)",
                        description="Train one trial; writes config.json, metrics.jsonl, final.json and "
                                    "checkpoint.pt into --out.")
-    p.add_argument("--config", help="YAML file of trial keys (design.md's trial configuration)")
+    p.add_argument("--config", help="YAML file of trial keys (see the README's table of trial keys)")
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="override trial keys, e.g. trainable=bn epochs=3")
     p.add_argument("--out", default="runs/train", help="output directory (default: runs/train)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -244,10 +294,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_resume)
 
-    from bnsweep import report, results
+    paths_help = "sweep or experiment directories (or URIs)"
+    p = sub.add_parser("results", help="query sweep results as a table (one row per trial)",
+                       description="Load Ray Tune experiments (a sweep directory, a stage directory or a URI) "
+                                   "into one row per trial, filter, select columns, sort, and print or save.")
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("--where", help="filter, e.g. \"stage == 'adv' and trainable == 'bn'\"")
+    p.add_argument("--columns", help="comma-separated columns to show, e.g. trainable,seed,robust_acc")
+    p.add_argument("--sort", help="comma-separated columns to sort by")
+    p.add_argument("--desc", action="store_true", help="sort in descending order")
+    p.add_argument("--history", action="store_true", help="one row per trial and epoch")
+    p.add_argument("--format", choices=("table", "csv", "parquet", "json", "markdown"),
+                   help="output format (default: from the -o suffix, else table)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_results)
 
-    results.add_cli(sub)
-    report.add_cli(sub)
+    p = sub.add_parser("report", help="write a Markdown report with the comparison table and figures",
+                       description="Summarise sweep results: trials by status, best trial per stage, the "
+                                   "comparison table, robustness and training curves, failed trials and "
+                                   "sanity checks of the evaluation.")
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("-o", "--output", default="report", help="output directory (default: report)")
+    p.add_argument("--metric", help="metric for 'best trial' (default: the sweep file's, else robust_acc)")
+    p.add_argument("--mode", choices=("max", "min"), help="max or min (default: the sweep file's)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("table", help="the comparison table: mean ± std over seeds per setting",
+                       description="Trials grouped by setting (every trial key except the seed and per-trial "
+                                   "plumbing), clean and robust accuracy as mean ± std over seeds.")
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("--format", choices=("markdown", "latex", "both"), default="markdown")
+    p.add_argument("--where", help="filter the trials first")
+    p.add_argument("--all-statuses", action="store_true", help="also count running, failed and diverged trials")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="draw robustness or training curves (PNG and PDF)",
+                       description="robustness: robust accuracy against epsilon per setting (error bars: std "
+                                   "over seeds); training: clean and robust accuracy per epoch per setting.")
+    p.add_argument("kind", choices=PLOTS)
+    p.add_argument("paths", nargs="+", help=paths_help)
+    p.add_argument("--where", help="filter the trials (or per-epoch rows) first")
+    p.add_argument("-o", "--output", help="output PNG; the PDF goes beside it (default: KIND.png)")
+    p.set_defaults(func=cmd_plot)
     return parser
 
 
@@ -255,14 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
-        return _fail(str(err))
-    except Exception as err:
-        from bnsweep.data import DataError
-
-        if isinstance(err, DataError):
-            return _fail(str(err))
-        raise
+    except BadInput as err:
+        print(f"bnsweep: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bnsweep: interrupted", file=sys.stderr)
         return 130

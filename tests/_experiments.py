@@ -12,7 +12,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bnsweep.bench_results import FakeTrial, realistic_config, realistic_rows, write_experiment
+from bnsweep.testing import (
+    FakeTrial,
+    realistic_config,
+    realistic_rows,
+    write_experiment,
+)
 
 EPOCHS = 3
 EVAL_EPS = [2, 4, 8]

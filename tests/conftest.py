@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
-
 from _experiments import mixed_sweep, ray_sweep
-from bnsweep.config import make_config
+
+from bnsweep.core.config import make_config
 
 TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=64, eval_n=64,
             epochs=1, batch_size=64, train_steps=2, eval_steps=3, final_steps=3, device="cpu",
@@ -30,7 +30,7 @@ def ray_local():
     """One local Ray (2 CPUs, loopback, no dashboard) shared by every test that runs a sweep."""
     import ray
 
-    from bnsweep.sweep import connect
+    from bnsweep.sweep.driver import connect
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     connect(None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import subprocess
@@ -13,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bnsweep import bench_results, figures, report, results, tables
+from bnsweep import results
+from bnsweep.cli import main
+from bnsweep.results import figures, report, tables
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -159,51 +160,44 @@ def test_report_on_mixed_sweep(mixed_dir, tmp_path):
     assert "RuntimeError: CUDA out of memory" in text and "train_loss is nan" in text
     assert "No signs of a broken evaluation" in text
     for name in ("robustness_curves", "training_curves"):
-        assert f"![" in text and f"({name}.png)" in text
+        assert "![" in text and f"({name}.png)" in text
         _png_and_pdf([tmp_path / "rep" / f"{name}.png", tmp_path / "rep" / f"{name}.pdf"])
     assert (tmp_path / "rep" / "table.tex").read_text().startswith(r"\begin{table}")
     assert len(pd.read_csv(tmp_path / "rep" / "trials.csv")) == 9
 
 
 def test_report_cli_flags_and_errors(ray_dir, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    report.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["report", str(ray_dir), "-o", str(tmp_path / "r"),
-                              "--metric", "clean_acc", "--mode", "min"])
-    assert args.func(args) == 0
+    assert main(["report", str(ray_dir), "-o", str(tmp_path / "r"), "--metric", "clean_acc", "--mode", "min"]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
     assert "clean_acc (min)" in text and "simulated failure in epoch 2" in text
-    args = parser.parse_args(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r2")])
-    assert args.func(args) == 2 and "no such directory" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bnsweep: error:") and "no such directory" in err
+
+
+def test_table_and_plot_commands(mixed_dir, tmp_path, capsys):
+    assert main(["table", str(mixed_dir), "--where", "stage == 'adv'", "--format", "both"]) == 0
+    out = capsys.readouterr().out
+    assert "| seeds |" in out and r"\begin{tabular}" in out
+    assert main(["plot", "robustness", str(mixed_dir), "-o", str(tmp_path / "c.png")]) == 0
+    _png_and_pdf([tmp_path / "c.png", tmp_path / "c.pdf"])
+    assert main(["plot", "training", str(mixed_dir), "-o", str(tmp_path / "t.png")]) == 0
+    _png_and_pdf([tmp_path / "t.png", tmp_path / "t.pdf"])
+    capsys.readouterr()
+    assert main(["plot", "training", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- scripts
 
 
-def _script(name: str, *argv: str) -> subprocess.CompletedProcess:
+@pytest.mark.parametrize("name", ["paper_table.py", "robustness_curves.py", "training_curves.py"])
+def test_analysis_scripts_smoke_test(name):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, str(REPO / "analysis" / name), *argv], env=env,
+    done = subprocess.run([sys.executable, str(REPO / "analysis" / name), "--smoke-test"], env=env,
                           capture_output=True, text=True, timeout=120)
-
-
-def test_analysis_scripts(mixed_dir, tmp_path):
-    done = _script("paper_table.py", str(mixed_dir), "--where", "stage == 'adv'")
     assert done.returncode == 0, done.stderr
-    assert "| seeds |" in done.stdout and r"\begin{tabular}" in done.stdout
-    done = _script("robustness_curves.py", str(mixed_dir), "-o", str(tmp_path / "c.png"))
-    assert done.returncode == 0, done.stderr
-    _png_and_pdf([tmp_path / "c.png", tmp_path / "c.pdf"])
-    done = _script("training_curves.py", str(tmp_path / "missing"))
-    assert done.returncode == 2 and "no such directory" in done.stderr
-
-
-def test_figure_script_in_process(mixed_dir, tmp_path):
-    assert figures.script_main([str(mixed_dir), "-o", str(tmp_path / "t.png")], doc="training curves",
-                               name="training_curves", per_epoch=True, plot=figures.training_curves) == 0
-    _png_and_pdf([tmp_path / "t.png", tmp_path / "t.pdf"])
-
-
-def test_benchmark_runs_small(capsys):
-    assert bench_results.main(["--trials", "20", "--epochs", "3", "--repeat", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "load" in out and "history" in out and "-> 60 rows" in out
+    if name == "paper_table.py":
+        assert "| seeds |" in done.stdout and r"\begin{tabular}" in done.stdout
+    else:
+        _png_and_pdf([Path(line) for line in done.stdout.split()])

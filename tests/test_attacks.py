@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnsweep.attacks import fgsm, pgd
-from bnsweep.evaluate import eps_metric, evaluate
-from bnsweep.models import build_model
-from bnsweep.params import bn_layers
-from bnsweep.train import Trial
+from bnsweep.core.attacks import fgsm, pgd
+from bnsweep.core.evaluate import eps_metric, evaluate
+from bnsweep.core.models import build_model
+from bnsweep.core.train import Trial
+from bnsweep.core.trainable import bn_layers
 
 ATTACKS = {
     "pgd": lambda m, x, y, eps, g: pgd(m, x, y, eps=eps, step=eps / 3, steps=4, generator=g),
@@ -94,7 +94,7 @@ def trained():
 
 
 def Trial_config():
-    from bnsweep.config import make_config
+    from bnsweep.core.config import make_config
 
     return make_config(dict(dataset="planted", model="resnet8", width=0.5, n_train=512, n_test=128, eval_n=128,
                             epochs=3, batch_size=64, train_attack="none", device="cpu", final_attack="none"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bnsweep.cli import main
-from bnsweep.evaluate import autoattack_accuracy, evaluate
-from bnsweep.train import Trial
+from bnsweep.core.evaluate import autoattack_accuracy, evaluate
+from bnsweep.core.train import Trial
 
 
 @pytest.mark.slow  # standard AutoAttack on 32 CPU examples: minutes

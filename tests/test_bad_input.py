@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from bnsweep import sweep as sweep_module
 from bnsweep.cli import main
+from bnsweep.sweep import driver as sweep_module
 
 GOOD_TRIAL = "dataset: planted\n  model: resnet8\n  epochs: 1"
 
@@ -101,8 +101,8 @@ def test_missing_sweep_file(tmp_path, capsys):
 
 @pytest.fixture
 def checkpoint_of(tmp_path):
-    from bnsweep import checkpoints
-    from bnsweep.models import build_model
+    from bnsweep.core import checkpoints
+    from bnsweep.core.models import build_model
 
     def make(model: str, name: str) -> str:
         path = str(tmp_path / name)

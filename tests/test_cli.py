@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-import bnsweep.train
-from bnsweep import checkpoints
+import bnsweep.core.train
 from bnsweep.cli import main
-from bnsweep.config import make_config
+from bnsweep.core import checkpoints
+from bnsweep.core.config import make_config
 
 TINY = ["dataset=planted", "model=resnet8", "width=0.25", "n_train=128", "n_test=64", "eval_n=64",
         "batch_size=64", "train_steps=2", "eval_steps=2", "final_steps=3", "device=cpu", "trainable=bn"]
@@ -157,7 +157,7 @@ def test_interrupted_train_resumes_to_the_same_result(capsys, tmp_path, monkeypa
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(bnsweep.train.Trial, "final_evaluation", interrupt)  # Ctrl-C in the last epoch
+        m.setattr(bnsweep.core.train.Trial, "final_evaluation", interrupt)  # Ctrl-C in the last epoch
         assert main(args + [str(cut)]) == 130
     assert [m["epoch"] for m in read_jsonl(cut / "metrics.jsonl")] == [1]
     assert main(["train", "--out", str(cut), "--resume"]) == 0

@@ -8,7 +8,14 @@ import os
 
 import pytest
 
-from bnsweep.config import KEYS, ConfigError, TrialConfig, load_yaml, make_config, parse_overrides
+from bnsweep.core.config import (
+    KEYS,
+    ConfigError,
+    TrialConfig,
+    load_yaml,
+    make_config,
+    parse_overrides,
+)
 
 
 def refused(values, **kw) -> ConfigError:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision.datasets.cifar as tv_cifar
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from bnsweep.data import DataError, batches, load_dataset, make_planted
+from bnsweep.core.data import DataError, batches, load_dataset, make_planted
 
 CPU = torch.device("cpu")
 
@@ -193,7 +193,7 @@ def _pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=10):
 
 
 def _fit_and_eval(ds, *, adversarial, epochs=3):
-    from bnsweep.models import build_model
+    from bnsweep.core.models import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet8", 10, width=0.5, mean=ds.mean, std=ds.std)

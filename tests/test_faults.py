@@ -15,10 +15,11 @@ import torch
 import yaml
 
 from bnsweep import results
-from bnsweep.config import make_config
-from bnsweep.sweep import SweepFailed, execute, sweep_dir
-from bnsweep.sweepfile import load_sweep
-from bnsweep.train import fit
+from bnsweep.core.config import make_config
+from bnsweep.core.train import fit
+from bnsweep.sweep.driver import SweepFailed, execute
+from bnsweep.sweep.storage import sweep_dir
+from bnsweep.sweep.spec import load_sweep
 
 TRIAL = dict(dataset="planted", n_train=480, n_test=48, model="resnet8", width=0.25, batch_size=48, eval_n=24,
              eval_steps=2, eval_eps_255=[8], final_steps=3, train_steps=2, train_step_255=4, device="cpu")
@@ -66,7 +67,7 @@ def test_trial_process_killed_mid_epoch_resumes_and_matches_a_clean_run(tmp_path
 
     killer = threading.Thread(target=kill_in_epoch_3)
     killer.start()
-    execute(sweep, root, "", resume=False)
+    execute(sweep, root, resume=False)
     killer.join()
     df = results.load(root)
     assert list(df["status"]) == ["terminated"] and int(df["num_failures"][0]) == 1
@@ -86,7 +87,7 @@ def test_diverging_trial_stops_with_its_reason_and_others_go_on(tmp_path, ray_lo
     doc = {"name": "diverge", "trial": {**TRIAL, "n_train": 96, "epochs": 2}, "grid": {"lr": [0.05, 1000]}}
     sweep = load_sweep(str(write(tmp_path, doc)))
     root = sweep_dir(str(tmp_path / "results"), "diverge")
-    execute(sweep, root, "", resume=False)
+    execute(sweep, root, resume=False)
     df = results.load(root).set_index("lr")
     assert df.loc[1000, "status"] == "diverged" and "not finite" in df.loc[1000, "error"]
     assert df.loc[1000, "epoch"] == 1  # stopped at once, no garbage epochs after it
@@ -167,7 +168,7 @@ def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small
     sweep = load_sweep(str(write(tmp_path, doc)))
     root = sweep_dir(str(small_disk), "full")
     with pytest.raises(SweepFailed) as failed:
-        execute(sweep, root, "", resume=False)
+        execute(sweep, root, resume=False)
     assert f"storage {root}" in str(failed.value) and "MiB free" in str(failed.value)
     df = results.load(root)
     assert len(df) == 2 and set(df["status"]) == {"error"}
@@ -175,7 +176,7 @@ def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small
         history = rows(trial_dir)
         assert history and [r["epoch"] for r in history] == list(range(1, len(history) + 1))
     assert df["checkpoint"].notna().all()  # the last checkpoints are whole and loadable
-    from bnsweep import checkpoints
+    from bnsweep.core import checkpoints
 
     for path in df["checkpoint"]:
         assert checkpoints.load(path)["epoch"] >= 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnsweep.attacks import pgd
-from bnsweep.data import batches
-from bnsweep.params import bn_layers, bn_mode, count_params, trainable_names
-from bnsweep.train import Trial
+from bnsweep.core.attacks import pgd
+from bnsweep.core.data import batches
+from bnsweep.core.train import Trial
+from bnsweep.core.trainable import bn_layers, bn_mode, count_params, trainable_names
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 

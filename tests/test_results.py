@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -11,12 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from _experiments import EPOCHS
+
 from bnsweep import results
-from bnsweep.bench_results import FakeTrial, realistic_config, realistic_rows, write_experiment
-
-
+from bnsweep.cli import main
+from bnsweep.results.columns import COLLISION_SUFFIX
+from bnsweep.testing import (
+    FakeTrial,
+    realistic_config,
+    realistic_rows,
+    write_experiment,
+)
 
 # ----------------------------------------------------------------------------- a real Ray sweep
 
@@ -44,8 +48,8 @@ def test_load_real_sweep_dtypes_and_columns(ray_dir):
     assert pd.api.types.is_string_dtype(df["trainable"])
     assert df["eval_eps_255"].iloc[0] == [2, 4, 8]
     assert "lr" in df.attrs["trial_keys"] and (df["lr"] == 0.1).all()
-    assert "lr" + results.COLLISION_SUFFIX in df.columns  # the epoch's lr, reported
-    assert "final_attack" + results.COLLISION_SUFFIX in df.columns
+    assert "lr" + COLLISION_SUFFIX in df.columns  # the epoch's lr, reported
+    assert "final_attack" + COLLISION_SUFFIX in df.columns
     assert pd.api.types.is_datetime64_any_dtype(df["timestamp"])
     assert not {"config", "should_checkpoint", "checkpoint_dir_name"} & set(df.columns)
 
@@ -131,10 +135,7 @@ def test_no_experiment(tmp_path):
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    results.add_cli(parser.add_subparsers())
-    args = parser.parse_args(["results", *argv])
-    return args.func(args)
+    return main(["results", *argv])
 
 
 def test_cli_where_columns_sort(mixed_dir, capsys):

@@ -11,12 +11,15 @@ import pytest
 import torch
 import yaml
 
-from bnsweep import checkpoints, results
+from bnsweep import results
 from bnsweep.cli import main
-from bnsweep.models import build_model
-from bnsweep.params import trainable_names
-from bnsweep.sweep import SweepFailed, execute, run_trial, sweep_dir
-from bnsweep.sweepfile import load_sweep
+from bnsweep.core import checkpoints
+from bnsweep.core.models import build_model
+from bnsweep.core.trainable import trainable_names
+from bnsweep.sweep.driver import SweepFailed, execute
+from bnsweep.sweep.storage import sweep_dir
+from bnsweep.sweep.trial import run_trial
+from bnsweep.sweep.spec import load_sweep
 
 TINY_TRIAL = dict(dataset="planted", n_train=96, n_test=48, model="resnet8", width=0.25, batch_size=48,
                   epochs=2, eval_n=24, eval_steps=2, eval_eps_255=[8], final_steps=2, train_steps=1,
@@ -31,7 +34,7 @@ def write_sweep(path: Path, doc: dict) -> Path:
 def run(sweep_file: Path, storage: Path, *, resume: bool = False, trainable=run_trial) -> str:
     sweep = load_sweep(str(sweep_file))
     root = sweep_dir(str(storage), sweep.name)
-    execute(sweep, root, sweep_file.read_text(), resume=resume, trainable=trainable)
+    execute(sweep, root, resume=resume, trainable=trainable)
     return root
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bnsweep.cli import main
-from bnsweep.sweepfile import load_sweep
+from bnsweep.sweep.spec import load_sweep
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").rglob("*.yaml"))
 

@@ -10,11 +10,12 @@ import shutil
 import pytest
 import torch
 
-import bnsweep.train
-from bnsweep import checkpoints
-from bnsweep.attacks import pgd as real_pgd
-from bnsweep.config import ConfigError, make_config
-from bnsweep.train import Trial, fit
+import bnsweep.core.train
+from bnsweep.core import checkpoints
+from bnsweep.core.attacks import pgd as real_pgd
+from bnsweep.core.config import ConfigError, make_config
+from bnsweep.core.data import batches
+from bnsweep.core.train import Trial, fit
 
 TIMING = ("epoch_s", "images_per_s")
 
@@ -105,7 +106,7 @@ def test_train_attack_none_never_attacks(tiny_config, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("train_attack: none must not call the attack")
 
-    monkeypatch.setattr(bnsweep.train, "pgd", boom)
+    monkeypatch.setattr(bnsweep.core.train, "pgd", boom)
     rec = Recorder(tmp_path)
     fit(tiny_config(train_attack="none"), rec)
     assert rec.metrics[0]["train_loss"] > 0
@@ -123,7 +124,7 @@ def test_adv_fraction_attacks_that_share_of_each_batch(tiny_config, monkeypatch,
         calls.append((x.clone(), kw["steps"]))
         return real_pgd(model, x, y, **kw)
 
-    monkeypatch.setattr(bnsweep.train, "pgd", recording_pgd)
+    monkeypatch.setattr(bnsweep.core.train, "pgd", recording_pgd)
     trial = Trial(tiny_config(train_attack=train_attack, adv_fraction=adv_fraction, train_steps=3))
     x, y = trial.data.train_x[:64].float() / 255, trial.data.train_y[:64]
     inputs = []
@@ -250,3 +251,70 @@ def test_make_config_refuses_missing_init_path(tmp_path):
     with pytest.raises(ConfigError) as err:
         make_config({"init": str(tmp_path / "nope.pt")})
     assert err.value.key == "init"
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                        reason="needs CUDA")])
+
+
+# -- speed tricks (bf16, torch.compile, no host sync) leave results unchanged --------------------------------------------------------
+
+def _batch(trial: Trial) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = next(batches(trial.data.train_x, trial.data.train_y, 64, shuffle=False, augment=False))
+    if trial.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _eval_logits(trial: Trial, x: torch.Tensor) -> torch.Tensor:
+    trial.model.eval()
+    with torch.no_grad(), trial.autocast():
+        return trial.forward(x).float()
+
+
+def _agree(tiny_config, device: str, logits_tol: float, loss_rtol: float, **fast) -> None:
+    """Same seed, same batch: eval logits and one PGD training step's loss match fp32 eager."""
+    base = dict(width=0.5, train_steps=2, device=device)
+    ref, fast_trial = Trial(tiny_config(**base)), Trial(tiny_config(**base, **fast))
+    x, y = _batch(ref)
+    expected = _eval_logits(ref, x)
+    torch.testing.assert_close(_eval_logits(fast_trial, x), expected,
+                               atol=logits_tol * expected.abs().max().item(), rtol=0)
+    loss_ref, correct_ref = ref.train_step(x, y, 0.1)
+    loss_fast, correct_fast = fast_trial.train_step(x, y, 0.1)
+    assert loss_fast.item() == pytest.approx(loss_ref.item(), rel=loss_rtol)
+    assert abs(correct_fast.item() - correct_ref.item()) <= 2
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_bf16_agrees_with_fp32(tiny_config, device):
+    _agree(tiny_config, device, logits_tol=0.03, loss_rtol=0.02, precision="bf16")
+
+
+@pytest.mark.slow  # torch.compile on a 2-core CPU: about a minute
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_compiled_agrees_with_eager(tiny_config, device):
+    _agree(tiny_config, device, logits_tol=1e-3, loss_rtol=1e-3, compile=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_training_step_does_not_synchronise(tiny_config):
+    """No host sync inside the batch loop: a PGD training step must not wait for the GPU."""
+    trial = Trial(tiny_config(device="cuda", precision="bf16"))
+    x, y = _batch(trial)
+    trial.train_step(x, y, 0.1)  # first call: cuDNN set-up may synchronise
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        trial.train_step(x, y, 0.1)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("trainable", ["all", "bn"])
+def test_attack_restores_the_trainable_set(tiny_config, trainable):
+    """Attack steps freeze the trainable parameters (for torch.compile) and must hand them back."""
+    trial = Trial(tiny_config(trainable=trainable))
+    before = [p.requires_grad for p in trial.model.parameters()]
+    trial.train_step(*_batch(trial), 0.1)
+    assert [p.requires_grad for p in trial.model.parameters()] == before

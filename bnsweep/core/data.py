@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bnsweep.errors import DataError
+
 DATASETS = ("cifar10", "cifar100", "planted", "digits")
 
 # Per-channel statistics of the [0, 1] CIFAR training images (the constants used across the literature).
@@ -33,10 +35,6 @@ _CIFAR_FOLDERS = {
 }
 PLANTED_DEFAULT_SIZES = (10000, 2000)  # (train, test) when n_train / n_test is 0
 DIGITS_TEST_SIZE = 359  # of 1797 images: a stratified 1438 / 359 (80 / 20) split
-
-
-class DataError(Exception):
-    """The data set's files are missing or unreadable; the message says where and how to get them."""
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ rises with epsilon.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from bnsweep.attacks import pgd
+from bnsweep.core.attacks import pgd
 
 
 def eps_metric(eps_255: float) -> str:
@@ -49,9 +50,32 @@ def pgd_survivors(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, cand
     return survivors
 
 
-def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: tuple[float, ...],
+def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: Sequence[float],
              steps: int, step_255: float, restarts: int, seed: int, batch_size: int = 500) -> dict[str, float]:
-    """Clean accuracy and PGD robust accuracy at every radius, as metrics named by `eps_metric`."""
+    r"""Clean accuracy and L-inf PGD robust accuracy at every radius (Madry et al. 2018, arXiv 1706.06083).
+
+    Radii are attacked in increasing order, each only on the examples still robust at the smaller
+    one (as AutoAttack does, github.com/fra31/auto-attack), so robust accuracy never rises with
+    epsilon. The model runs in eval mode; its training mode is restored afterwards.
+
+    Arguments:
+        model (nn.Module): takes images in [0, 1] (it normalises internally).
+        x_uint8 (Tensor): test images, uint8, shape (N, C, H, W), on the model's device.
+        y (Tensor): labels, shape (N,).
+        eps_255 (Sequence[float]): L-inf radii in units of 1/255.
+        steps (int): PGD iterations per restart.
+        step_255 (float): step size in 1/255; 0 means 2.5 * eps / steps.
+        restarts (int): random restarts; an example counts as fooled if any restart fools it.
+        seed (int): seed of the random starts.
+
+    Returns:
+        ``{"clean_acc": float, "robust_acc_eps{E}": float, ...}``, fractions in [0, 1].
+
+    Examples::
+        >>> out = evaluate(model, x, y, eps_255=(2, 8), steps=10, step_255=0, restarts=1, seed=0)
+        >>> out["clean_acc"] >= out["robust_acc_eps2"] >= out["robust_acc_eps8"]
+        True
+    """
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=x_uint8.device).manual_seed(seed)
@@ -66,6 +90,20 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_25
         return out
     finally:
         model.train(was_training)
+
+
+def robust_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, attack: str,
+                    eps_255: Sequence[float], steps: int, step_255: float, restarts: int,
+                    seed: int) -> dict[str, float]:
+    """Clean and robust accuracy under `attack` ("pgd": `evaluate`; "autoattack": standard
+    AutoAttack at each radius): the one final evaluation, of a trial's last epoch and of `bnsweep eval`."""
+    if attack == "pgd":
+        return evaluate(model, x_uint8, y, eps_255=eps_255, steps=steps, step_255=step_255,
+                        restarts=restarts, seed=seed)
+    out = evaluate(model, x_uint8, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=seed)
+    for eps in sorted(set(eps_255)):
+        out[eps_metric(eps)] = autoattack_accuracy(model, x_uint8, y, eps_255=eps, seed=seed)
+    return out
 
 
 def autoattack_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: float,

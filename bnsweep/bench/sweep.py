@@ -24,9 +24,9 @@ def _packed_trial(config: dict[str, Any]) -> None:
     import torch
     from ray import tune
 
-    from bnsweep.bench import synthetic_cifar
-    from bnsweep.config import make_config
-    from bnsweep.train import Trial
+    from bnsweep.bench.common import synthetic_cifar
+    from bnsweep.core.config import make_config
+    from bnsweep.core.train import Trial
 
     torch.set_num_threads(max(1, int(config["threads"])))
     cfg = make_config({"dataset": "planted", "model": config["model"], "width": config["width"],
@@ -50,7 +50,7 @@ def packing(b) -> list[Row]:
     import torch
     from ray import tune
 
-    from bnsweep.sweep import connect
+    from bnsweep.sweep.driver import connect
 
     a = b.args
     cuda = torch.cuda.is_available()
@@ -87,8 +87,9 @@ def overhead(b) -> list[Row]:
     import ray
 
     from bnsweep import results
-    from bnsweep.sweep import connect, execute, sweep_dir
-    from bnsweep.sweepfile import load_sweep
+    from bnsweep.sweep.driver import connect, execute
+    from bnsweep.sweep.storage import sweep_dir
+    from bnsweep.sweep.spec import load_sweep
 
     a = b.args
     slots = min(a.overhead_trials, os.cpu_count() or 1)
@@ -105,7 +106,7 @@ def overhead(b) -> list[Row]:
         connect(None)
         started = time.perf_counter()
         root = sweep_dir(os.path.join(tmp, "results"), "overhead")
-        execute(load_sweep(path), root, "", resume=False)
+        execute(load_sweep(path), root, resume=False)
         end = time.perf_counter()
         ray.shutdown()
         hist = results.history(root)

@@ -6,6 +6,7 @@ stops at once with one line naming the file, the stage, the key and what is allo
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -13,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from bnsweep.config import KEYS, STAGE_INIT_PREFIX, ConfigError, TrialConfig, load_yaml, make_config
+from bnsweep.core.config import KEYS, STAGE_INIT_PREFIX, TrialConfig, make_config, parse_yaml, read_text
+from bnsweep.errors import ConfigError
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
                 "resources", "max_concurrent", "max_failures", "checkpoints_to_keep", "seed")
@@ -70,21 +72,48 @@ class Sweep:
     path: str
     stages: tuple[Stage, ...]
     description: str = ""
+    text: str = ""  # the file as written, stored with the experiment
 
 
 def load_sweep(path: str) -> Sweep:
     """Parse and validate a sweep file; raises ConfigError naming file, stage and key."""
-    doc = load_yaml(path)
+    return parse_sweep(read_text(path), path)
+
+
+def parse_sweep(text: str, path: str) -> Sweep:
+    """Parse and validate a sweep file's text (`path` names it in errors and in `Sweep.path`)."""
+    return dataclasses.replace(_parse(parse_yaml(text, path), path), text=text)
+
+
+def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
+    """{stage: (metric, mode)} in run order, read with the same rules as `parse_sweep` but without
+    validating trials (results of an old sweep stay readable after its data or checkpoints moved)."""
+    doc, top, raw_stages = _document(parse_yaml(text, path), path)
+    out = {}
+    for raw in raw_stages:
+        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
+            settings = _settings(_merge(top, raw), path)
+            out[raw["name"]] = (settings["metric"], settings["mode"])
+    return out
+
+
+def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], list[Any]]:
+    """The top level of a sweep file: (document, top-level settings, raw stages)."""
     if not isinstance(doc, Mapping):
-        raise ConfigError("file", path, "a YAML mapping with trial:, grid:, stages: ... (see design.md)")
+        raise ConfigError("file", path, "a YAML mapping with trial:, grid:, stages: ...")
     _check_keys(doc, TOP_KEYS, path, "")
-    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConfigError("name", name, "letters, digits, '_', '.', '-'", path)
     top = {k: doc[k] for k in SETTING_KEYS if k in doc}
     raw_stages = doc.get("stages", [{"name": "main"}])
     if not isinstance(raw_stages, list) or not raw_stages:
         raise ConfigError("stages", raw_stages, "a non-empty list of stages, each with a name", path)
+    return doc, top, raw_stages
+
+
+def _parse(doc: Any, path: str) -> Sweep:
+    doc, top, raw_stages = _document(doc, path)
+    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError("name", name, "letters, digits, '_', '.', '-'", path)
     stages: list[Stage] = []
     for i, raw in enumerate(raw_stages):
         if not isinstance(raw, Mapping):

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnsweep.config import ConfigError
+from bnsweep.errors import ConfigError
 
 FILENAME = "checkpoint.pt"
 FORMAT = 1

@@ -8,7 +8,7 @@ luminance-ordered map, so the curves stay distinguishable when printed in grey-s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bnsweep.results import eps_columns
-from bnsweep.tables import format_value, settings_frame
+from bnsweep.results.columns import eps_columns
+from bnsweep.results.tables import format_value, settings_frame
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -112,28 +112,3 @@ def save_figure(fig: Figure, path: str | Path) -> list[Path]:
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")  # long legends below the axes stay whole
     fig.savefig(paths[1], bbox_inches="tight")
     return paths
-
-
-def script_main(argv: Sequence[str] | None, *, doc: str, name: str, per_epoch: bool,
-                plot: Callable[[pd.DataFrame], Figure]) -> int:
-    """The command line of the analysis/ figure scripts: load (trials or epochs), filter, plot, save."""
-    import argparse
-    import sys
-
-    from bnsweep import results
-
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("paths", nargs="+", help="sweep or experiment directories (or URIs)")
-    parser.add_argument("--where", help="pandas query applied to the " + ("per-epoch rows" if per_epoch else "trials")
-                        + " first")
-    parser.add_argument("-o", "--output", default=f"{name}.png",
-                        help="output file; the PDF goes beside it (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        frame = (results.history if per_epoch else results.load)(args.paths)
-        paths = save_figure(plot(results.select(frame, where=args.where)), args.output)
-    except (results.NoExperimentError, results.UsageError, ValueError) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(map(str, paths)))
-    return 0

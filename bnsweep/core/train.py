@@ -18,13 +18,20 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from bnsweep import checkpoints
-from bnsweep.attacks import pgd
-from bnsweep.config import TrialConfig
-from bnsweep.data import Dataset, batches, load_dataset
-from bnsweep.evaluate import autoattack_accuracy, eps_metric, evaluate
-from bnsweep.models import build_model
-from bnsweep.params import bn_mode, count_params, frozen, init_bn, set_trainable, train_mode
+from bnsweep.core import checkpoints
+from bnsweep.core.attacks import pgd
+from bnsweep.core.config import TrialConfig
+from bnsweep.core.data import Dataset, batches, load_dataset
+from bnsweep.core.evaluate import eps_metric, evaluate, robust_accuracy
+from bnsweep.core.models import build_model
+from bnsweep.core.trainable import (
+    bn_mode,
+    count_params,
+    frozen,
+    init_bn,
+    set_trainable,
+    train_mode,
+)
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 Progress = Callable[[Iterable, int, str], Iterable]
@@ -183,18 +190,14 @@ class Trial:
     def final_evaluation(self) -> dict[str, Any]:
         """The strongest evaluation, once: PGD with `final_steps` x `final_restarts`, or AutoAttack."""
         cfg = self.cfg
-        x, y = self.eval_split()
+        if cfg.final_attack == "none":
+            return {"final_attack": "none"}
         eps = cfg.robust_eps_255
-        if cfg.final_attack == "autoattack":
-            clean = evaluate(self.model, x, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=cfg.seed)
-            robust = autoattack_accuracy(self.model, x, y, eps_255=eps, seed=cfg.seed)
-            return {"final_clean_acc": clean["clean_acc"], "final_robust_acc": robust, "final_attack": "autoattack"}
-        if cfg.final_attack == "pgd":
-            out = evaluate(self.model, x, y, eps_255=(eps,), steps=cfg.final_steps, step_255=cfg.eval_step_255,
-                           restarts=cfg.final_restarts, seed=cfg.seed + 10_000)
-            return {"final_clean_acc": out["clean_acc"], "final_robust_acc": out[eps_metric(eps)],
-                    "final_attack": "pgd"}
-        return {"final_attack": "none"}
+        out = robust_accuracy(self.model, *self.eval_split(), attack=cfg.final_attack, eps_255=(eps,),
+                              steps=cfg.final_steps, step_255=cfg.eval_step_255, restarts=cfg.final_restarts,
+                              seed=cfg.seed + 10_000)
+        return {"final_clean_acc": out["clean_acc"], "final_robust_acc": out[eps_metric(eps)],
+                "final_attack": cfg.final_attack}
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, report: Report) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from bnsweep.results import markdown_table, trial_keys
+from bnsweep.results.columns import trial_keys
+from bnsweep.results.formats import markdown_table
 
 # Trial keys that are not part of a setting: replicates (seed) and per-trial plumbing.
 NOT_SETTING_KEYS = frozenset({"seed", "init_checkpoint", "data_dir", "device"})

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from bnsweep.errors import ConfigError
+
 DATASETS = ("cifar10", "cifar100", "planted", "digits")
 TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
 BN_STATS = ("update", "frozen")
@@ -25,15 +27,6 @@ SCHEDULES = ("cosine", "step", "constant")
 FINAL_ATTACKS = ("pgd", "autoattack", "none")
 PRECISIONS = ("fp32", "bf16")
 STAGE_INIT_PREFIX = "from_stage:"
-
-
-class ConfigError(ValueError):
-    """A bad key or value; str() is the one line shown to the user."""
-
-    def __init__(self, key: str, value: Any, allowed: str, where: str = ""):
-        self.key, self.value, self.allowed = key, value, allowed
-        prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{key}: {value!r} is not allowed; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +171,7 @@ def _check_range(key: str, value: float, where: str) -> None:
 
 
 def _check_model(value: str, where: str) -> None:
-    from bnsweep.models import check_model_name
+    from bnsweep.core.models import check_model_name
 
     try:
         check_model_name(value)
@@ -268,12 +261,29 @@ def _yaml_scalar(raw: str) -> Any:
 
 def load_yaml(path: str) -> Any:
     """Read a YAML file with the safe loader; errors become one-line ConfigErrors naming the file."""
+    return parse_yaml(read_text(path), path)
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text file's contents; a missing file, a directory or other bytes are ConfigErrors."""
+    if os.path.isdir(path):
+        raise ConfigError("file", path, "a YAML file, not a directory")
     try:
-        with open(path) as fh:
-            return yaml.load(fh, Loader=_Loader)
+        with open(path, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         raise ConfigError("file", path, "an existing YAML file") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError("file", path, f"UTF-8 text (byte {err.start} is not)") from None
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the safe loader; a parse error becomes a one-line ConfigError."""
+    try:
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError("file", path, f"valid YAML; parse error{at}: {getattr(err, 'problem', err)}") from None
+        raise ConfigError("file", where, f"valid YAML; parse error{at}: {getattr(err, 'problem', err)}") from None

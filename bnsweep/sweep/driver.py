@@ -8,56 +8,27 @@ directory per stage. A finished stage is never run again; an unfinished one is r
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import shutil
 import sys
 from typing import Any, Callable
 
-import pyarrow.fs as pafs
-
-from bnsweep.config import KEYS, STAGE_INIT_PREFIX, ConfigError
-from bnsweep.storage import SWEEP_FILE, filesystem
-from bnsweep.sweepfile import Stage, Sweep, load_sweep, match_key
-
-STATE_FILE = "bnsweep_state.json"
-LOCK_FILE = ".bnsweep.lock"
+from bnsweep.core.config import STAGE_INIT_PREFIX
+from bnsweep.errors import ConfigError
+from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
+from bnsweep.sweep.storage import (
+    STATE_FILE,
+    SWEEP_FILE,
+    driver_lock,
+    load_state,
+    read_text,
+    write_text,
+)
+from bnsweep.sweep.trial import run_trial
 
 
 class SweepFailed(RuntimeError):
     """A stage ended with failed trials; `bnsweep resume` retries them."""
-
-
-# -- storage (local paths and URIs alike, through pyarrow.fs) ---------------------------------------
-
-def sweep_dir(storage: str, name: str) -> str:
-    storage = storage if "://" in storage else os.path.abspath(storage)
-    return f"{storage.rstrip('/')}/{name}"
-
-
-def read_text(uri: str) -> str | None:
-    fs, path, _ = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(path) as fh:
-        return fh.read().decode()
-
-
-def write_text(uri: str, text: str) -> None:
-    """Write via a temporary name and a move, so a full disk never leaves half a state file."""
-    fs, path, _ = filesystem(uri)
-    fs.create_dir(os.path.dirname(path), recursive=True)
-    tmp = f"{path}.tmp"
-    with fs.open_output_stream(tmp) as fh:
-        fh.write(text.encode())
-    fs.move(tmp, path)
-
-
-def load_state(root: str) -> dict[str, Any]:
-    text = read_text(f"{root}/{STATE_FILE}")
-    return json.loads(text) if text else {"stages": {}}
 
 
 # -- Ray ---------------------------------------------------------------------------------------
@@ -89,74 +60,6 @@ def trial_resources(stage: Stage) -> dict[str, float]:
               "Ray cluster has no GPU; running on CPU", file=sys.stderr)
         resources["gpu"] = 0
     return resources
-
-
-class StorageFull(OSError):
-    """Too little room left on the storage for the next checkpoint."""
-
-
-def check_free_space(root: str, checkpoint_dir: str) -> None:
-    """Refuse to write a checkpoint that would leave less than two more of its size free on local
-    storage: stopping early keeps every result and checkpoint written so far whole."""
-    if "://" in root:
-        return
-    needed = 3 * sum(f.stat().st_size for f in os.scandir(checkpoint_dir) if f.is_file())
-    path = root
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    free = shutil.disk_usage(path).free
-    if free < needed:
-        raise StorageFull(f"storage {root}: {free / 2**20:.1f} MiB free, {needed / 2**20:.1f} MiB needed "
-                          f"to keep checkpointing safely; free space, then run: bnsweep resume {root}")
-
-
-def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
-    """The Ray Tune function trainable: `train.fit`'s loop with `tune.report` and resume.
-    `storage_root` (local storage) is checked for room before each checkpoint."""
-    import ray
-    import torch
-    from ray import tune
-
-    from bnsweep import checkpoints
-    from bnsweep.config import make_config
-    from bnsweep.train import Trial
-
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    cfg = make_config({k: v for k, v in config.items() if k in KEYS}, check_paths=False)
-    with _local_init_checkpoint(cfg) as cfg:
-        trial = Trial(cfg)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            trial.restore(checkpoints.load(directory, key="resume"))
-
-    node_id = ray.get_runtime_context().get_node_id()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        if checkpoint_dir and storage_root:
-            check_free_space(storage_root, checkpoint_dir)
-        metrics = {**metrics, "node_id": node_id}  # which node ran it: clusters mix hosts and IPs
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
-
-    trial.run(report)
-
-
-@contextlib.contextmanager
-def _local_init_checkpoint(cfg):
-    """A `from_stage` checkpoint on remote storage (a URI) is fetched to a local directory first."""
-    import dataclasses
-
-    from ray import tune
-
-    if cfg.stage_init and not cfg.init_checkpoint:
-        raise ConfigError("init", cfg.init, "a stage whose matching trial finished with a checkpoint")
-    if cfg.stage_init and "://" in cfg.init_checkpoint:
-        with tune.Checkpoint(cfg.init_checkpoint).as_directory() as directory:
-            yield dataclasses.replace(cfg, init_checkpoint=directory)
-    else:
-        yield cfg
 
 
 class _StageCheckpoint:
@@ -258,27 +161,7 @@ def stage_checkpoints(stage: Stage, results, root: str) -> dict[str, str]:
     return out
 
 
-@contextlib.contextmanager
-def _driver_lock(root: str):
-    """One driver per experiment: a second `bnsweep run`/`resume` on the same directory refuses."""
-    if "://" in root:
-        yield
-        return
-    from filelock import FileLock, Timeout
-
-    os.makedirs(root, exist_ok=True)
-    lock = FileLock(os.path.join(root, LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ConfigError("experiment", root, "an experiment no other bnsweep driver is running") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def execute(sweep: Sweep, root: str, sweep_text: str, *, resume: bool, address: str | None = None,
+def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None,
             trainable: Callable = run_trial) -> list:
     """Run every stage not yet finished; return the ResultGrids of the stages run now."""
     existing = read_text(f"{root}/{SWEEP_FILE}")
@@ -287,9 +170,9 @@ def execute(sweep: Sweep, root: str, sweep_text: str, *, resume: bool, address: 
                           "continue it with: bnsweep resume " + root + ")")
     if existing is None and resume:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
-    with _driver_lock(root):
+    with driver_lock(root):
         if existing is None:
-            write_text(f"{root}/{SWEEP_FILE}", sweep_text)
+            write_text(f"{root}/{SWEEP_FILE}", sweep.text)
         state = load_state(root)
         connect(address)
         grids = []
@@ -313,16 +196,9 @@ def execute(sweep: Sweep, root: str, sweep_text: str, *, resume: bool, address: 
         return grids
 
 
-def resume_sweep(root: str) -> tuple[Sweep, str]:
+def resume_sweep(root: str) -> Sweep:
     """The sweep stored in an experiment directory."""
     text = read_text(f"{root}/{SWEEP_FILE}")
     if text is None:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
-    if "://" in root:
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-            fh.write(text)
-        return load_sweep(fh.name), text
-    return load_sweep(f"{root}/{SWEEP_FILE}"), text
-
+    return parse_sweep(text, f"{root}/{SWEEP_FILE}")

@@ -1,4 +1,4 @@
-"""`bnsweep report DIR -o OUT`: a Markdown report of a sweep, with its table and figures.
+"""A Markdown report of a sweep (`bnsweep report DIR -o OUT`) of a sweep, with its table and figures.
 
 The report answers, without code: how many trials ran and how did they end, which trial is best
 per stage, how the settings compare (mean ± std over seeds), how robust accuracy falls with
@@ -8,17 +8,17 @@ broken (the sanity section, after the checks of fra31/auto-attack and RobustBenc
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 import bnsweep
-from bnsweep import figures, results, tables
+from bnsweep import results
+from bnsweep.results import figures, tables
+from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE
 
 TOLERANCE = 0.005  # accuracies are fractions: half a percentage point of evaluation noise
 AA_MARGIN = 0.01  # AutoAttack may not beat PGD by more than one point
@@ -57,7 +57,7 @@ def _check_robust_le_clean(row: pd.Series, eps: dict[float, str], tol: float) ->
 
 
 def _final_attack(row: pd.Series) -> str | None:
-    for name in ("final_attack" + results.COLLISION_SUFFIX, "final_attack"):
+    for name in ("final_attack" + COLLISION_SUFFIX, "final_attack"):
         if name in row.index and isinstance(row[name], str):
             return row[name]
     return None
@@ -132,7 +132,7 @@ def best_trials(df: pd.DataFrame, objectives: dict[str, tuple[str, str]]) -> pd.
     rows = []
     _, varying = tables.settings_frame(df)
     for stage, g in df.groupby("stage", sort=False):
-        metric, mode = objectives.get(stage, (results.DEFAULT_METRIC, results.DEFAULT_MODE))
+        metric, mode = objectives.get(stage, (DEFAULT_METRIC, DEFAULT_MODE))
         if metric not in g.columns or g[metric].isna().all():
             rows.append({"stage": stage, "metric": f"{metric} ({mode})", "trial_id": "-",
                          "value": "not reported"})
@@ -212,8 +212,8 @@ def write_report(paths: results.Paths, out: str | os.PathLike,
              "## Summary", "", results.markdown_table(summary_table(df)),
              "### Best trial per stage", "", results.markdown_table(best_trials(df, objectives)),
              "## Comparison", "",
-             f"Terminated trials grouped by setting; mean ± std over seeds (LaTeX: "
-             f"[table.tex](table.tex); every trial: [trials.csv](trials.csv)).", "",
+             "Terminated trials grouped by setting; mean ± std over seeds (LaTeX: "
+             "[table.tex](table.tex); every trial: [trials.csv](trials.csv)).", "",
              tables.to_markdown(table) if len(table) else "*No terminated trials yet.*", "",
              "## Figures", "",
              *_figure_lines("robustness_curves", "Robust accuracy against epsilon",
@@ -225,30 +225,3 @@ def write_report(paths: results.Paths, out: str | os.PathLike,
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`bnsweep report`: write the report and print where it is."""
-    try:
-        path = write_report(args.paths, args.output, args.metric, args.mode)
-    except results.NoExperimentError as exc:
-        print(f"bnsweep report: error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `bnsweep report` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "report", help="write a Markdown report with the comparison table and figures",
-        description="Summarise sweep results: trials by status, best trial per stage, the "
-                    "comparison table, robustness and training curves, failed trials and "
-                    "sanity checks of the evaluation.")
-    p.add_argument("paths", nargs="+", help="sweep or experiment directories (or URIs)")
-    p.add_argument("-o", "--output", default="report", help="output directory (default: report)")
-    p.add_argument("--metric", help="metric for 'best trial' (default: the sweep file's, "
-                                    "else robust_acc)")
-    p.add_argument("--mode", choices=("max", "min"), help="max or min (default: the sweep file's)")
-    p.set_defaults(func=run_cli)
-    return p

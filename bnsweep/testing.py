@@ -1,22 +1,16 @@
-"""Synthetic Ray Tune experiment directories and the loading benchmark.
+"""Synthetic Ray Tune experiment directories, for tests and the loading benchmark.
 
 Writing Ray's on-disk layout directly (no Ray run) makes a 1,000-trial experiment in seconds, so the
 speed of `results.load` / `results.history` can be measured at sweep scale, and tests can build
 experiments with failed, running and pending trials exactly as Ray 2.60 leaves them on disk.
-
-    python -m bnsweep.bench_results [--trials 1000] [--epochs 50] [--keep DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import random
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,17 +136,14 @@ EVAL_EPS = [0.5, 1, 2, 4, 8, 16]
 
 
 def realistic_config(seed: int, trainable: str, init: str, stage: str = "main") -> dict[str, Any]:
-    """A trial config with every key of the design, as the sweep layer writes params.json."""
-    return {
-        "dataset": "cifar10", "model": "resnet20", "width": 1, "trainable": trainable,
-        "bn_stats": "update", "init": init, "bn_init": "ones", "train_attack": "pgd",
-        "train_eps_255": 8, "train_steps": 7, "train_step_255": 2, "attack_bn_mode": "eval",
-        "adv_fraction": 1.0, "epochs": 50, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
-        "weight_decay": 5e-4, "schedule": "cosine", "eval_eps_255": EVAL_EPS, "eval_steps": 10,
-        "eval_restarts": 1, "eval_n": 1000, "final_attack": "autoattack", "seed": seed,
-        "device": "auto", "data_dir": "/data/cifar10", "n_train": 50000, "n_test": 10000,
-        "data_seed": 0, "precision": "fp32", "init_checkpoint": None, "stage": stage,
-    }
+    """A trial config with every key of `TrialConfig`, as the sweep layer writes params.json."""
+    from bnsweep.core.config import TrialConfig
+
+    return {**TrialConfig().to_dict(),
+            "dataset": "cifar10", "model": "resnet20", "trainable": trainable, "init": init,
+            "epochs": 50, "eval_eps_255": EVAL_EPS, "final_attack": "autoattack", "seed": seed,
+            "data_dir": "/data/cifar10", "n_train": 50000, "n_test": 10000, "init_checkpoint": "",
+            "stage": stage}
 
 
 def realistic_rows(epochs: int, rng: random.Random, final: bool = True) -> list[dict[str, Any]]:
@@ -187,38 +178,19 @@ def write_benchmark_experiment(exp_dir: Path, n_trials: int, epochs: int, seed: 
     return write_experiment(exp_dir, trials)
 
 
-def _timed(fn, *args) -> tuple[float, Any]:
-    start = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - start, out
+def write_example_sweep(root: Path, epochs: int = 3, seeds: int = 2) -> Path:
+    """A finished two-stage sweep directory (`pretrain`, then `adv` with trainable x init from it),
+    for the analysis scripts' `--smoke-test` and for trying the results API without a GPU."""
+    root = Path(root)
+    rng = random.Random(0)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.yaml").write_text("name: example\nstages:\n  - name: pretrain\n  - name: adv\n")
 
+    def trial(seed: int, stage: str, trainable: str, init: str) -> FakeTrial:
+        config = {**realistic_config(seed, trainable, init, stage), "epochs": epochs}
+        return FakeTrial(config, realistic_rows(epochs, rng))
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is kept)")
-    parser.add_argument("--keep", type=Path, help="write the experiment here and keep it")
-    args = parser.parse_args(argv)
-
-    from bnsweep import results
-
-    root = args.keep or Path(tempfile.mkdtemp(prefix="bnsweep-bench-"))
-    try:
-        exp_dir = root / "bench" / "main"
-        t_write, _ = _timed(write_benchmark_experiment, exp_dir, args.trials, args.epochs)
-        size_mb = sum(p.stat().st_size for p in exp_dir.rglob("*") if p.is_file()) / 1e6
-        print(f"wrote {args.trials} trials x {args.epochs} epochs ({size_mb:.0f} MB) in {t_write:.1f} s")
-        for name, fn in (("load", results.load), ("history", results.history)):
-            times, df = zip(*(_timed(fn, exp_dir) for _ in range(args.repeat)))
-            print(f"{name:8s} {min(times):6.2f} s (best of {args.repeat}; all: "
-                  f"{', '.join(f'{t:.2f}' for t in times)})  -> {df[0].shape[0]} rows x "
-                  f"{df[0].shape[1]} columns")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    write_experiment(root / "pretrain", [trial(s, "pretrain", "all", "random") for s in range(seeds)], "pre00")
+    write_experiment(root / "adv", [trial(s, "adv", t, i) for t in ("all", "bn") for i in ("from_stage:pretrain",
+                                    "random") for s in range(seeds)], "adv00")
+    return root

@@ -11,13 +11,12 @@ safely, from a local path or from any URI `pyarrow.fs` understands (`s3://`, `gs
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import os
 import posixpath
 import re
-import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -26,13 +25,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from bnsweep.storage import SWEEP_FILE, filesystem
+from bnsweep.errors import ConfigError, NoExperimentError
+from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE
+from bnsweep.sweep.storage import SWEEP_FILE, filesystem
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
 
 STATE_PATTERN = "experiment_state-*.json"
-DEFAULT_METRIC, DEFAULT_MODE = "robust_acc", "max"
 IDENTITY_COLUMNS = ["experiment", "stage", "trial_id", "status", "error"]
 LOCATION_COLUMNS = ["checkpoint", "trial_dir", "start_time", "num_failures"]
 # Ray's bookkeeping keys that say nothing about the trial (or are replaced by a better column).
@@ -40,16 +40,9 @@ DROPPED_RAY_KEYS = frozenset({
     "config", "checkpoint_dir_name", "should_checkpoint", "done", "experiment_tag", "pid", "date",
     "node_ip", "time_since_restore", "iterations_since_restore", "trial_id",
 })
-# A reported metric whose name is also a trial key (e.g. `lr`: base vs current) gets this suffix.
-COLLISION_SUFFIX = "_reported"
 RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused",
               "TERMINATED": "terminated", "ERROR": "error"}
-EPS_COLUMN = re.compile(r"^robust_acc_eps(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-class NoExperimentError(FileNotFoundError):
-    """The path holds no Ray Tune experiment (nor a sweep directory of them)."""
 
 
 @dataclass(eq=False)
@@ -104,20 +97,17 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str:
 
 def _sweep_objectives(fs: pafs.FileSystem, sweep_dir: str) -> tuple[list[str], dict[str, tuple]]:
     """Stage order and (metric, mode) per stage from the sweep's copied `sweep.yaml`, if any."""
+    from bnsweep.sweep.spec import stage_objectives
+
     path = posixpath.join(sweep_dir, SWEEP_FILE)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return [], {}
-    import yaml
-
-    spec = yaml.safe_load(_read_text(fs, path)) or {}
-    top = (spec.get("metric", DEFAULT_METRIC), spec.get("mode", DEFAULT_MODE))
-    stages = spec.get("stages") or [{"name": "main"}]
-    if isinstance(stages, dict):
-        stages = [{"name": k, **(v or {})} for k, v in stages.items()]
-    order = [str(s.get("name")) for s in stages]
-    objectives = {str(s.get("name")): (s.get("metric", top[0]), s.get("mode", top[1]))
-                  for s in stages}
-    return order, objectives
+    try:
+        objectives = stage_objectives(_read_text(fs, path), path)
+    except ConfigError as err:
+        warnings.warn(f"{path}: damaged, stage order and objectives not read ({err})", stacklevel=2)
+        return [], {}
+    return list(objectives), objectives
 
 
 def _experiments_at(path: PathLike) -> list[Experiment]:
@@ -372,145 +362,3 @@ def history(paths: Paths) -> pd.DataFrame:
     df = pd.concat([left.reset_index(drop=True), right], axis=1)
     df.attrs.update(trial_keys=keys, metric_keys=list(right.columns))
     return df
-
-
-# ----------------------------------------------------------------------------- helpers for analysis
-
-
-KNOWN_TRIAL_KEYS = (
-    "stage", "dataset", "model", "width", "trainable", "bn_stats", "init", "bn_init",
-    "train_attack", "train_eps_255", "train_steps", "train_step_255", "attack_bn_mode",
-    "adv_fraction", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-    "eval_eps_255", "eval_steps", "eval_restarts", "eval_n", "final_attack", "seed", "device",
-    "data_dir", "n_train", "n_test", "data_seed", "precision", "init_checkpoint",
-)
-
-
-def trial_keys(df: pd.DataFrame) -> list[str]:
-    """The trial-key columns of a frame from `load`/`history` (or, for a frame read back from a
-    file, which has lost its attrs, the design's trial keys that it holds)."""
-    keys = df.attrs.get("trial_keys") or KNOWN_TRIAL_KEYS
-    return [k for k in keys if k in df.columns]
-
-
-def eps_columns(df: pd.DataFrame) -> dict[float, str]:
-    """{epsilon in 1/255: column} for the `robust_acc_eps{E}` columns, by increasing epsilon."""
-    found = {float(m.group(1)): c for c in df.columns if (m := EPS_COLUMN.match(str(c)))}
-    return dict(sorted(found.items()))
-
-
-# ----------------------------------------------------------------------------- CLI
-
-FORMATS = ("table", "csv", "parquet", "json", "markdown")
-_SUFFIX_FORMAT = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".md": "markdown"}
-
-
-class UsageError(ValueError):
-    """Bad command-line input; reported as one line on stderr with exit code 2."""
-
-
-def _check_columns(df: pd.DataFrame, names: list[str], option: str) -> None:
-    unknown = [n for n in names if n not in df.columns]
-    if unknown:
-        raise UsageError(f"{option}: unknown column {', '.join(map(repr, unknown))} "
-                         f"(available: {', '.join(map(str, df.columns))})")
-
-
-def select(df: pd.DataFrame, where: str | None = None, columns: Sequence[str] = (),
-           sort: Sequence[str] = (), descending: bool = False) -> pd.DataFrame:
-    """Filter with a pandas query, pick columns, sort; UsageError names what was wrong."""
-    if where:
-        try:
-            df = df.query(where)
-        except Exception as exc:  # pandas raises many types for a bad expression
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"--where {where!r}: {message}") from exc
-    _check_columns(df, list(sort), "--sort")
-    if sort:
-        df = df.sort_values(list(sort), ascending=not descending, kind="stable")
-    _check_columns(df, list(columns), "--columns")
-    return df[list(columns)] if columns else df
-
-
-def _plain(df: pd.DataFrame) -> pd.DataFrame:
-    """Lists and mixed-type values as text, for formats that need one type per column."""
-    out = df.copy()
-    for name in out.columns:
-        if out[name].dtype == object and pd.api.types.infer_dtype(out[name], skipna=True) not in (
-                "string", "empty"):
-            out[name] = out[name].map(lambda v: v if v is None else json.dumps(v, default=str))
-    return out
-
-
-def markdown_table(df: pd.DataFrame, float_format: str = "{:.4g}") -> str:
-    """A GitHub-flavoured Markdown table (no `tabulate` dependency)."""
-    def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-            return ""
-        text = float_format.format(v) if isinstance(v, float) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
-
-
-def write_frame(df: pd.DataFrame, fmt: str, output: str | None) -> None:
-    """Write `df` in one of FORMATS to `output` (stdout when None; parquet needs a file)."""
-    if fmt == "parquet":
-        if not output:
-            raise UsageError("--format parquet needs -o FILE")
-        _plain(df).to_parquet(output, index=False)
-        return
-    if fmt == "csv":
-        text = df.to_csv(index=False)
-    elif fmt == "json":
-        text = df.to_json(orient="records", date_format="iso", indent=1) + "\n"
-    elif fmt == "markdown":
-        text = markdown_table(df)
-    else:
-        with pd.option_context("display.max_rows", None, "display.max_columns", None,
-                               "display.width", 200):
-            text = df.to_string(index=False) + "\n"
-    if output:
-        with open(output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-
-
-def _split(text: str | None) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`bnsweep results`: load, filter, select, sort, write."""
-    try:
-        fmt = args.format or _SUFFIX_FORMAT.get(os.path.splitext(args.output or "")[1], "table")
-        df = (history if args.history else load)(args.paths)
-        df = select(df, args.where, _split(args.columns), _split(args.sort), args.desc)
-        write_frame(df, fmt, args.output)
-    except (UsageError, NoExperimentError) as exc:
-        print(f"bnsweep results: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `bnsweep results` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "results", help="query sweep results as a table (one row per trial)",
-        description="Load Ray Tune experiments (a sweep directory, a stage directory or a URI) "
-                    "into one row per trial, filter, select columns, sort, and print or save.")
-    p.add_argument("paths", nargs="+", help="sweep or experiment directories (or URIs)")
-    p.add_argument("--where", help="pandas query, e.g. \"stage == 'adv' and trainable == 'bn'\"")
-    p.add_argument("--columns", help="comma-separated columns to show, e.g. trainable,seed,robust_acc")
-    p.add_argument("--sort", help="comma-separated columns to sort by")
-    p.add_argument("--desc", action="store_true", help="sort in descending order")
-    p.add_argument("--history", action="store_true", help="one row per trial and epoch")
-    p.add_argument("--format", choices=FORMATS,
-                   help="output format (default: from the -o suffix, else table)")
-    p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    p.set_defaults(func=run_cli)
-    return p
