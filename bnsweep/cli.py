@@ -117,6 +117,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from bnsweep.sweep.spec import load_sweep
 
+    if args.keys:
+        from bnsweep.core.keys import key_table
+
+        print(key_table(), end="")
+        return 0
+    if not args.sweep:
+        raise UsageError("validate: a sweep file is needed (or --keys for the table of trial keys)")
     sweep = load_sweep(args.sweep)
     total = 0
     print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
@@ -271,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
                        description="Validate every trial of a sweep file without starting Ray.")
-    p.add_argument("sweep", help="sweep file (YAML)")
+    p.add_argument("sweep", nargs="?", help="sweep file (YAML)")
+    p.add_argument("--keys", action="store_true", help="print the table of trial keys (default, allowed, meaning)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a sweep with Ray Tune",

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from bnsweep import code_version
 from bnsweep.bench.runner import main as bench_main
 from bnsweep.bench.training import ReferenceLoop, throughput
 from bnsweep.core.data import batches
@@ -16,7 +17,7 @@ from bnsweep.core.train import Trial
 def test_quick_benchmark_prints_every_part(capsys):
     rows = bench_main(["--quick", "--device", "cpu"])
     out = capsys.readouterr().out
-    assert "device cpu" in out and f"torch {torch.__version__}" in out
+    assert "device cpu" in out and f"torch {torch.__version__}" in out and f"bnsweep {code_version()}" in out
     for section in ("== efficiency", "== peers", "== eval", "[loading]"):
         assert section in out
     assert "== gpu: skipped (no CUDA device) ==" in out or torch.cuda.is_available()

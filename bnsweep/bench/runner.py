@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import platform
 from typing import Callable, Sequence
 
 import torch
 
+from bnsweep import code_version
 from bnsweep.bench import evaluation, loading, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
@@ -16,8 +18,9 @@ PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
     "eval": evaluation.evaluation, "packing": bench_sweep.packing, "overhead": bench_sweep.overhead,
     "loading": loading.loading}
-QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0,
-             n_train=64, eval_n=32, eval_steps=2, eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
+QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, model="resnet8", width=0.25, batch_size=32, steps=[1, 2],
+             peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2, eval_epochs=1, gpu_batches=2,
+             gpu_batch_size=32)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -45,7 +48,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu-eager-only", action="store_true", help="gpu part: skip torch.compile")
     bench_sweep.add_arguments(p)
     loading.add_arguments(p)
-    p.add_argument("--quick", action="store_true", help="tiny defaults: checks that every part runs (tests)")
+    p.add_argument("--quick", "--smoke-test", action="store_true",
+                   help="tiny defaults: checks that every part runs (tests)")
     if p.parse_known_args(argv)[0].quick:
         p.set_defaults(**QUICK)  # flags given explicitly still win
     return p.parse_args(argv)
@@ -54,7 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
     args = parse_args(argv)
     b = setup(args)
-    print(f"bnsweep bench | device {describe(b.device)} | torch {torch.__version__} | python {platform.python_version()}")
+    print(f"bnsweep {code_version()} bench | {datetime.date.today()} | device {describe(b.device)} | "
+          f"torch {torch.__version__} | python {platform.python_version()}")
     print(f"model {args.model} width {args.width:g}, batch {args.batch_size}, {args.precision}"
           f"{', compiled' if args.compile else ''}, planted CIFAR-shaped data; "
           f"median of {args.reps} reps after {args.warmup} warm-up, variants interleaved")

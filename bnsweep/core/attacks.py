@@ -29,12 +29,35 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step:
         restarts: int = 1, random_start: bool = True, keep_best: bool = False,
         generator: torch.Generator | None = None, autocast: contextlib.AbstractContextManager | None = None,
         ) -> torch.Tensor:
-    """Return adversarial examples within the L-inf eps ball around x and inside [0, 1].
+    r"""PGD in "Towards Deep Learning Models Resistant to Adversarial Attacks" (Madry et al. 2018,
+    arXiv 1706.06083). Distance: L-inf.
 
-    eps and step are in [0, 1] pixel units. With several restarts each example keeps its worst case:
-    the highest-loss final iterate. Evaluation (`keep_best=True`) also keeps, per example, the first
-    iterate of any step or restart that is misclassified, so more steps or restarts with the same
-    generator can only find more adversarial examples, never fewer.
+    Each step ascends the summed cross-entropy along the sign of its input gradient (taken with
+    `torch.autograd.grad`, so no parameter gradient is computed), then projects back onto the eps
+    ball and [0, 1]. With several restarts each example keeps its worst case: the highest-loss final
+    iterate. Evaluation (`keep_best=True`) also keeps, per example, the first iterate of any step or
+    restart that is misclassified, so more steps or restarts with the same generator can only find
+    more adversarial examples, never fewer.
+
+    Arguments:
+        model (nn.Module): maps images in [0, 1] to logits; its BN mode is the caller's choice.
+        eps (float): radius in [0, 1] pixel units (8/255 is `eps=8 / 255`).
+        step (float): step size in pixel units (Madry et al.: 2/255 for eps 8/255 and 7 steps).
+        steps (int): iterations per restart.
+        restarts (int): random restarts (default: 1).
+        random_start (bool): start from a uniform point of the eps ball (default: True).
+        keep_best (bool): keep the first misclassified iterate (evaluation; default: False).
+        generator (torch.Generator): source of the random starts, for reproducible attacks.
+        autocast: context manager around the forward passes (e.g. bf16 autocast).
+
+    Shape:
+        - x: (N, C, H, W) floats in [0, 1]; y: (N,) class indices.
+        - output: like x, with ``(output - x).abs() <= eps`` and ``0 <= output <= 1``.
+
+    Examples::
+        >>> x_adv = pgd(model, x, y, eps=8 / 255, step=2 / 255, steps=7)
+        >>> bool((x_adv - x).abs().max() <= 8 / 255)
+        True
     """
     if eps == 0 or steps == 0:
         return x.clone()

@@ -287,3 +287,23 @@ def parse_yaml(text: str, where: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         raise ConfigError("file", where, f"valid YAML; parse error{at}: {getattr(err, 'problem', err)}") from None
+
+
+_ALLOWED_TEXT = {
+    "model": "resnet8, resnet20, resnet32, resnet56, resnet110, preact_resnet18, wrn-D-W (D = 6n+4)",
+    "device": "auto, cpu, cuda, cuda:N, mps",
+    "init": "random, a checkpoint path, {from_stage: NAME}",
+    "eval_eps_255": "a non-empty list of numbers in [0, 255]",
+}
+
+
+def allowed_values(key: str) -> str:
+    """What a trial key accepts, in words (the README's table of trial keys is generated from this)."""
+    if key in _ALLOWED_TEXT:
+        return _ALLOWED_TEXT[key]
+    if key in _CHOICES:
+        return ", ".join(_CHOICES[key])
+    if key in _RANGES:
+        low, high, inclusive = _RANGES[key]
+        return f"{'>=' if inclusive else '>'} {low}" + (f", <= {high}" if high is not None else "")
+    return {"bool": "true, false", "str": "text", "int": "an integer", "float": "a number"}[_TYPES[key]]
