@@ -10,9 +10,10 @@ from _experiments import mixed_sweep, ray_sweep
 
 from bnsweep.core.config import make_config
 
+# BNSWEEP_TEST_DEVICE=cuda runs the trainer-core tests on a GPU (README, Tests).
 TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=64, eval_n=64,
-            epochs=1, batch_size=64, train_steps=2, eval_steps=3, final_steps=3, device="cpu",
-            final_attack="none")
+            epochs=1, batch_size=64, train_steps=2, eval_steps=3, final_steps=3,
+            device=os.environ.get("BNSWEEP_TEST_DEVICE", "cpu"), final_attack="none")
 
 
 @pytest.fixture
