@@ -135,7 +135,30 @@ def _study_metrics(df: pd.DataFrame, eps: float) -> tuple[pd.Series, pd.Series, 
         attacks = set(df["final_attack"]) if "final_attack" in df.columns else set()
         name = ATTACK_NAMES.get(attacks.pop(), "final attack") if len(attacks) == 1 else "final attack"
         return df["final_clean_acc"], df["final_robust_acc"], f"robust ({name} @{eps:g}/255)"
+    if "clean_acc" not in df.columns:
+        raise ValueError("the trials reported no clean_acc")
     return df["clean_acc"], robust_at(df, eps), f"robust (PGD @{eps:g}/255, last epoch)"
+
+
+def _bar_panel(ax: Any, trainable: pd.Series, sets: list[str],
+               bars: list[tuple[str, pd.Series]]) -> set[int]:
+    """Per trainable set, one bar per (label, accuracy of each trial) side by side: mean and std
+    in %, the mean written above. Returns the numbers of seeds behind the bars."""
+    width = 0.8 / len(bars)
+    seeds = set()
+    for j, (label, values) in enumerate(bars):
+        stats = (values.astype(float) * 100).groupby(trainable).agg(["mean", "std", "count"]).reindex(sets)
+        std = stats["std"].fillna(0)
+        x = np.arange(len(sets)) + (j - (len(bars) - 1) / 2) * width
+        ax.bar(x, stats["mean"], width, yerr=std, label=label, capsize=3, error_kw={"elinewidth": 1},
+               **BAR_STYLES[j])
+        for xi, mean, top in zip(x, stats["mean"], stats["mean"] + std):
+            if pd.notna(mean):
+                ax.annotate(f"{mean:.0f}", (xi, top), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize="x-small")
+        seeds |= set(stats["count"].dropna().astype(int)) - {0}
+    ax.set_xticks(np.arange(len(sets)), sets)
+    return seeds
 
 
 def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) -> Figure:
@@ -158,36 +181,26 @@ def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) ->
                          "select one, e.g. --where 'train_eps_255 == 8'")
     clean, robust, robust_name = _study_metrics(df, radii[0])
     frame, varying = settings_frame(df)
+    # settings_frame names one key even when none varies: keep only keys with two values or more
     panel_keys = sorted((k for k in varying if k != "trainable" and frame[k].astype(str).nunique() > 1),
                         key=lambda k: k != "init")
     panels = list(frame.groupby(panel_keys, dropna=False, sort=True)) if panel_keys else [((), frame)]
     sets = sorted(set(frame["trainable"]), key=lambda t: (TRAINABLE + (t,)).index(t))
     fig = Figure(figsize=(1.2 + 0.9 * len(sets) * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    x, width = np.arange(len(sets)), 0.4
     seeds = set()
     for ax, (key, g) in zip(axes, panels):
+        seeds |= _bar_panel(ax, g["trainable"], sets,
+                            [("clean", clean[g.index]), (robust_name, robust[g.index])])
         key = key if isinstance(key, tuple) else (key,)
-        for j, (name, values) in enumerate([("clean", clean), (robust_name, robust)]):
-            stats = (values[g.index].astype(float) * 100).groupby(g["trainable"]).agg(["mean", "std", "count"])
-            stats = stats.reindex(sets)
-            seeds |= set(stats["count"].dropna().astype(int))
-            top = stats["mean"] + stats["std"].fillna(0)
-            ax.bar(x + (j - 0.5) * width, stats["mean"], width, yerr=stats["std"].fillna(0), label=name,
-                   capsize=3, error_kw={"elinewidth": 1}, **BAR_STYLES[j])
-            for xi, mean, y in zip(x + (j - 0.5) * width, stats["mean"], top):
-                if pd.notna(mean):
-                    ax.annotate(f"{mean:.0f}", (xi, y), xytext=(0, 2), textcoords="offset points",
-                                ha="center", va="bottom", fontsize="x-small")
         ax.set_title("\n".join(f"{k}: {format_value(v, k)}" for k, v in zip(panel_keys, key)),
                      fontsize="medium")
-        ax.set_xticks(x, sets)
         ax.set_xlabel("Trainable parameters")
         ax.set_ylim(0, 100)
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     axes[0].set_ylabel("Accuracy (%)")
-    n = f"{min(seeds)}" if len(seeds) == 1 else f"{min(seeds)}-{max(seeds)}"
+    n = "-".join(map(str, sorted({min(seeds), max(seeds)}))) if seeds else "0"
     return _finish(fig, f"Accuracy per trainable set (mean ± std over {n} seeds)")
 
 
