@@ -186,7 +186,7 @@ def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) ->
                         key=lambda k: k != "init")
     panels = list(frame.groupby(panel_keys, dropna=False, sort=True)) if panel_keys else [((), frame)]
     sets = sorted(set(frame["trainable"]), key=lambda t: (TRAINABLE + (t,)).index(t))
-    fig = Figure(figsize=(1.2 + 0.9 * len(sets) * len(panels), 4.6), layout="constrained")
+    fig = Figure(figsize=(max(4.5, 1.2 + 0.9 * len(sets) * len(panels)), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     seeds = set()
     for ax, (key, g) in zip(axes, panels):
