@@ -323,6 +323,15 @@ def test_table_and_plot_commands(mixed_dir, tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
 
 
+def test_run_summary_names_the_radius(tmp_path):
+    from bnsweep.cli import _summary
+
+    text = _summary(str(write_example_sweep(tmp_path / "s")), "adv")
+    header = text.splitlines()[0]
+    assert "final robust @8/255 (%)" in header and "stage" not in header  # one stage: shared
+    assert "pre-trained (stage pretrain)" in text
+
+
 # ----------------------------------------------------------------------------- scripts
 
 

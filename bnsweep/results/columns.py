@@ -73,35 +73,40 @@ def robust_radius(df: pd.DataFrame) -> pd.Series:
     radius of an adversarial trial, the first evaluation radius of a clean one
     (`TrialConfig.robust_eps_255`; a key missing from the frame takes its default)."""
     names = [k for k in ("train_attack", "train_eps_255", "eval_eps_255") if k in df.columns]
-    known: dict[str, float] = {}  # a history frame repeats each trial's keys on every epoch
-
-    def radius(values: tuple) -> float:
-        if (key := repr(values)) not in known:
-            given = {k: v for k, v in zip(names, values) if not is_missing(v)}
-            if "eval_eps_255" in given and not isinstance(given["eval_eps_255"], (list, tuple)):
-                given["eval_eps_255"] = (given["eval_eps_255"],)
-            known[key] = float(TrialConfig(**given).robust_eps_255)
-        return known[key]
-
-    return pd.Series([radius(v) for v in df[names].itertuples(index=False, name=None)],
-                     index=df.index, dtype=float)
+    if df.empty or not names:
+        return pd.Series(TrialConfig().robust_eps_255, index=df.index, dtype=float)
+    # One TrialConfig per distinct combination: a history frame repeats them on every epoch.
+    codes = df[names].astype(str).groupby(names, sort=False, dropna=False).ngroup()
+    radius = {code: _radius(dict(zip(names, df.loc[i, names])))
+              for i, code in codes.drop_duplicates().items()}
+    return codes.map(radius).astype(float)
 
 
-def robust_at(df: pd.DataFrame, eps_255: float) -> pd.Series:
+def _radius(keys: dict[str, Any]) -> float:
+    given = {k: v for k, v in keys.items() if not is_missing(v)}
+    if "eval_eps_255" in given and not isinstance(given["eval_eps_255"], (list, tuple)):
+        given["eval_eps_255"] = (given["eval_eps_255"],)
+    return float(TrialConfig(**given).robust_eps_255)
+
+
+def robust_at(df: pd.DataFrame, eps_255: float, radius: pd.Series | None = None) -> pd.Series:
     """Per trial, PGD robust accuracy at `eps_255` (the last epoch's): its `robust_acc_eps{E}`
-    column, else `robust_acc` where that was measured at this radius, else NaN."""
+    column, else `robust_acc` where that was measured at this radius, else NaN. `radius`:
+    `robust_radius(df)`, if already known."""
     column = eps_columns(df).get(float(eps_255))
     values = df[column].astype(float) if column else pd.Series(np.nan, index=df.index)
     if "robust_acc" in df.columns:
-        values = values.fillna(df["robust_acc"].astype(float).where(robust_radius(df) == eps_255))
+        radius = robust_radius(df) if radius is None else radius
+        values = values.fillna(df["robust_acc"].astype(float).where(radius == eps_255))
     return values
 
 
-def study_radii(df: pd.DataFrame) -> list[float]:
+def study_radii(df: pd.DataFrame, radius: pd.Series | None = None) -> list[float]:
     """The radii at which a study reports robust accuracy: the robust radius of every adversarially
-    trained trial (of every trial when none trained adversarially), in increasing order."""
+    trained trial (of every trial when none trained adversarially), in increasing order.
+    `radius`: `robust_radius(df)`, if already known."""
     if df.empty:
         return []
-    radius = robust_radius(df)
+    radius = robust_radius(df) if radius is None else radius
     adversarial = df["train_attack"] != "none" if "train_attack" in df.columns else radius.notna()
     return sorted(set(radius[adversarial] if adversarial.any() else radius))

@@ -138,13 +138,14 @@ def metric_columns(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     each trial's robust radius, becomes `final_robust_acc_eps{E}` per radius it was measured at.
     Columns without any value are left out, and so is `final_clean_acc` where it repeats
     `clean_acc`."""
-    radii = study_radii(df) if radii is None else radii
+    radius = robust_radius(df)
+    radii = study_radii(df, radius) if radii is None else radii
     out: dict[str, pd.Series] = {}
     for m in metrics:
         if m == "robust_acc":
-            out.update({f"robust_acc_eps{r:g}": robust_at(df, r) for r in radii})
+            out.update({f"robust_acc_eps{r:g}": robust_at(df, r, radius) for r in radii})
         elif m == "final_robust_acc" and m in df.columns:
-            radius, final = robust_radius(df), df[m].astype(float)
+            final = df[m].astype(float)
             out.update({f"final_robust_acc_eps{r:g}": final.where(radius == r)
                         for r in sorted(set(radius[final.notna()]))})
         elif m == "final_clean_acc" and "clean_acc" in metrics and _same(df, m, "clean_acc"):
