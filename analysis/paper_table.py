@@ -14,7 +14,7 @@ from bnsweep.results import tables
 def main(path: str) -> None:
     table = tables.summarize(results.load(path))
     print(tables.to_markdown(table))
-    print(tables.to_latex(table, caption="Clean and robust accuracy (%), mean ± std over seeds."))
+    print(tables.to_latex(table))
 
 
 if __name__ == "__main__":

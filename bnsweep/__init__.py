@@ -3,18 +3,30 @@
 __version__ = "0.1.0"
 
 
-def code_version() -> str:
-    """`__version__`, plus the git commit (and `-dirty`) when running from a checkout: recorded
-    beside every published number (report.md, benchmark output), as airbench records its code."""
-    import os
+def code_commit() -> str | None:
+    """The git commit of the bnsweep checkout this runs from (noting uncommitted changes), or
+    None when bnsweep is not a git checkout of its own (an installed package) or git is missing.
+    Recorded beside every published number (report.md, benchmark output), as airbench does."""
     import subprocess
+    from pathlib import Path
 
-    here = os.path.dirname(os.path.abspath(__file__))
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True)
+        return done.stdout.strip()
+
     try:
-        sha = subprocess.run(["git", "-C", here, "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None  # bnsweep installed inside some other repository
+        commit, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{sha}" + ("-dirty" if dirty else "")
+        return None
+    return commit + (" with uncommitted changes" if changes else "")
+
+
+def code_version() -> str:
+    """`__version__`, and the commit when running from a checkout: `0.1.0 (commit 1a2b3c...)`."""
+    commit = code_commit()
+    return __version__ + (f" (commit {commit})" if commit else "")

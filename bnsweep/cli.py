@@ -217,7 +217,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     df = results.select(results.load(args.paths), where=args.where)
     statuses = sorted(set(df["status"])) if args.all_statuses else ("terminated",)
-    table = tables.summarize(df, statuses=statuses)
+    table = tables.summarize(df, statuses=statuses, radii=args.eps_255)
     parts = []
     if args.format in ("markdown", "both"):
         parts.append(tables.to_markdown(table))
@@ -232,7 +232,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-PLOTS = ("robustness", "training")
+PLOTS = ("study", "robustness", "training")
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -241,7 +241,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     per_epoch = args.kind == "training"
     frame = (results.history if per_epoch else results.load)(args.paths)
-    draw = figures.training_curves if per_epoch else figures.robustness_curves
+    draw = {"study": figures.study_figure, "robustness": figures.robustness_curves,
+            "training": figures.training_curves}[args.kind]
     try:
         fig = draw(results.select(frame, where=args.where))
     except ValueError as err:  # nothing to plot
@@ -329,17 +330,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("table", help="the comparison table: mean ± std over seeds per setting",
                        description="Trials grouped by setting (every trial key except the seed and per-trial "
-                                   "plumbing), clean and robust accuracy as mean ± std over seeds.")
+                                   "plumbing), clean and robust accuracy as mean ± std over seeds; each robust "
+                                   "column names its radius.")
     p.add_argument("paths", nargs="+", help=paths_help)
     p.add_argument("--format", choices=("markdown", "latex", "both"), default="markdown")
     p.add_argument("--where", help="filter the trials first")
     p.add_argument("--all-statuses", action="store_true", help="also count running, failed and diverged trials")
+    p.add_argument("--eps-255", type=float, nargs="+", metavar="E",
+                   help="PGD robust accuracy at these radii in 1/255, one column each (default: the "
+                        "training radius of the adversarially trained trials)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_table)
 
-    p = sub.add_parser("plot", help="draw robustness or training curves (PNG and PDF)",
-                       description="robustness: robust accuracy against epsilon per setting (error bars: std "
-                                   "over seeds); training: clean and robust accuracy per epoch per setting.")
+    p = sub.add_parser("plot", help="draw the study's bars, robustness or training curves (PNG and PDF)",
+                       description="study: clean and robust accuracy per trainable set, one panel per init "
+                                   "(grouped bars, error bars: std over seeds; adversarially trained trials); "
+                                   "robustness: robust accuracy against epsilon per setting; training: clean "
+                                   "and robust accuracy per epoch per setting.")
     p.add_argument("kind", choices=PLOTS)
     p.add_argument("paths", nargs="+", help=paths_help)
     p.add_argument("--where", help="filter the trials (or per-epoch rows) first")

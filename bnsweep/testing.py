@@ -146,23 +146,29 @@ def realistic_config(seed: int, trainable: str, init: str, stage: str = "main") 
             "stage": stage}
 
 
-def realistic_rows(epochs: int, rng: random.Random, final: bool = True) -> list[dict[str, Any]]:
-    """Per-epoch metrics with the contract's names; the last row carries the final metrics."""
+def realistic_rows(epochs: int, rng: random.Random, final: bool = True, *, clean: float = 0.8,
+                   robust: float = 0.8 * math.exp(-8 / 6), robust_eps: float = 8.0,
+                   eval_eps: list[float] = EVAL_EPS, final_attack: str = "autoattack") -> list[dict[str, Any]]:
+    """Per-epoch metrics with the contract's names, ending near `clean` clean and `robust` robust
+    accuracy at 8/255 (falling geometrically with the radius); `robust_acc` is at `robust_eps`, as
+    a trial reports it. The last row carries the final metrics."""
     rows = []
     for epoch in range(1, epochs + 1):
         progress = epoch / epochs
-        clean = 0.3 + 0.5 * progress + rng.uniform(-0.01, 0.01)
-        row = {"epoch": epoch, "train_loss": 2.0 - 1.5 * progress, "train_acc": clean + 0.05,
-               "clean_acc": clean}
-        for eps in EVAL_EPS:
-            row[f"robust_acc_eps{eps:g}"] = clean * math.exp(-eps / 6)
-        row["robust_acc"] = row["robust_acc_eps8"]
+        scale = (0.375 + 0.625 * progress) + rng.uniform(-0.01, 0.01) / clean
+        acc = clean * scale
+        row = {"epoch": epoch, "train_loss": 2.0 - 1.5 * progress, "train_acc": acc + 0.05,
+               "clean_acc": acc}
+        for eps in eval_eps:
+            row[f"robust_acc_eps{eps:g}"] = acc * (robust / clean) ** (eps / 8)
+        row["robust_acc"] = acc * (robust / clean) ** (robust_eps / 8)
         row.update(lr=0.1 * (1 - progress), images_per_s=2500.0, epoch_s=20.0,
                    n_trainable_params=272474, n_params=272474)
         rows.append(row)
     if final and rows:
         rows[-1].update(final_clean_acc=rows[-1]["clean_acc"],
-                        final_robust_acc=rows[-1]["robust_acc"] - 0.005, final_attack="autoattack")
+                        final_robust_acc=max(0.0, rows[-1]["robust_acc"] - 0.005),
+                        final_attack=final_attack)
     return rows
 
 
@@ -178,19 +184,41 @@ def write_benchmark_experiment(exp_dir: Path, n_trials: int, epochs: int, seed: 
     return write_experiment(exp_dir, trials)
 
 
-def write_example_sweep(root: Path, epochs: int = 3, seeds: int = 2) -> Path:
-    """A finished two-stage sweep directory (`pretrain`, then `adv` with trainable x init from it),
-    for the analysis scripts' `--smoke-test` and for trying the results API without a GPU."""
+# Made-up end points (clean, robust at 8/255) per (trainable, pre-trained?) for the example sweep:
+# shaped like the study's claim (BN-only training robustifies pre-trained features, not random
+# ones), not measured.
+EXAMPLE_ACCURACY = {("all", True): (0.80, 0.45), ("all", False): (0.78, 0.43),
+                    ("bn", True): (0.70, 0.25), ("bn", False): (0.35, 0.08),
+                    ("bn+fc", True): (0.74, 0.30), ("bn+fc", False): (0.40, 0.12),
+                    ("fc", True): (0.60, 0.10), ("fc", False): (0.25, 0.05)}
+
+
+def write_example_sweep(root: Path, epochs: int = 3, seeds: int = 3) -> Path:
+    """A finished two-stage sweep directory like sweeps/demo.yaml's (`pretrain`: clean training,
+    then `adv`: PGD at 8/255 with trainable x init from it), with made-up accuracies, for the
+    analysis scripts' `--smoke-test` and for trying the results API without a GPU."""
     root = Path(root)
     rng = random.Random(0)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.yaml").write_text("name: example\nstages:\n  - name: pretrain\n  - name: adv\n")
+    eval_eps = [2.0, 4.0, 8.0]
 
-    def trial(seed: int, stage: str, trainable: str, init: str) -> FakeTrial:
-        config = {**realistic_config(seed, trainable, init, stage), "epochs": epochs}
-        return FakeTrial(config, realistic_rows(epochs, rng))
+    def config(seed: int, stage: str, trainable: str, init: str, **keys: Any) -> dict[str, Any]:
+        return {**realistic_config(seed, trainable, init, stage), "epochs": epochs,
+                "eval_eps_255": eval_eps, **keys}
 
-    write_experiment(root / "pretrain", [trial(s, "pretrain", "all", "random") for s in range(seeds)], "pre00")
-    write_experiment(root / "adv", [trial(s, "adv", t, i) for t in ("all", "bn") for i in ("from_stage:pretrain",
-                                    "random") for s in range(seeds)], "adv00")
+    pretrain = [FakeTrial(config(s, "pretrain", "all", "random", train_attack="none", final_attack="pgd"),
+                          realistic_rows(epochs, rng, clean=0.85 + rng.uniform(-0.01, 0.01), robust=0.004,
+                                         robust_eps=2.0, eval_eps=eval_eps, final_attack="pgd"))
+                for s in range(seeds)]
+    write_experiment(root / "pretrain", pretrain, "pre00")
+    adv = []
+    for trainable in ("all", "bn", "bn+fc", "fc"):
+        for init in ("from_stage:pretrain", "random"):
+            clean, robust = EXAMPLE_ACCURACY[trainable, init != "random"]
+            adv += [FakeTrial(config(s, "adv", trainable, init),
+                              realistic_rows(epochs, rng, clean=clean + rng.uniform(-0.02, 0.02),
+                                             robust=robust + rng.uniform(-0.02, 0.02), eval_eps=eval_eps))
+                    for s in range(seeds)]
+    write_experiment(root / "adv", adv, "adv00")
     return root

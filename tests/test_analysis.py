@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import BarContainer
 
+import bnsweep
 from bnsweep import results
 from bnsweep.cli import main
 from bnsweep.results import figures, report, tables
+from bnsweep.testing import write_example_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,8 +31,9 @@ def _trials(**columns) -> pd.DataFrame:
     base = {"experiment": ["x"] * n, "stage": ["main"] * n, "trial_id": [f"t{i}" for i in range(n)],
             "status": ["terminated"] * n}
     df = pd.DataFrame({**base, **columns})
-    df.attrs["trial_keys"] = [c for c in ("stage", "trainable", "init", "eval_eps_255", "seed",
-                                          "data_dir") if c in df.columns]
+    df.attrs["trial_keys"] = [c for c in ("stage", "trainable", "init", "train_attack", "train_eps_255",
+                                          "train_steps", "eval_eps_255", "seed", "data_dir")
+                              if c in df.columns]
     return df
 
 
@@ -43,16 +49,18 @@ def test_summary_means_and_stds_by_hand():
     assert table.loc["bn", "n_seeds"] == 3 and table.loc["all", "n_seeds"] == 2
     assert table.loc["bn", "clean_acc_mean"] == pytest.approx(0.6)
     assert table.loc["bn", "clean_acc_std"] == pytest.approx(0.1)  # sample std, ddof=1
-    assert table.loc["bn", "robust_acc_mean"] == pytest.approx(0.3)
-    assert table.loc["bn", "robust_acc_std"] == pytest.approx(math.sqrt((0.2**2 + 0.1**2 + 0.3**2) / 2))
+    assert table.loc["bn", "robust_acc_eps8_mean"] == pytest.approx(0.3)
+    assert table.loc["bn", "robust_acc_eps8_std"] == pytest.approx(math.sqrt((0.2**2 + 0.1**2 + 0.3**2) / 2))
     assert table.loc["all", "clean_acc_std"] == pytest.approx(math.sqrt(0.005))
-    assert table.loc["all", "robust_acc_std"] == pytest.approx(0.0)
+    assert table.loc["all", "robust_acc_eps8_std"] == pytest.approx(0.0)
+    shown = tables.display_table(tables.summarize(df)).set_index("trainable")
+    assert shown.loc["bn", "seeds"] == "3" and shown.loc["all", "seeds"] == "2"
+    assert shown.loc["bn", "clean (%)"] == "60.0 ± 10.0" and shown.loc["all", "clean (%)"] == "85.0 ± 7.1"
+    assert shown.loc["bn", "PGD robust @8/255 (%)"] == "30.0 ± 26.5"  # robust_acc at the default radius
     md = tables.to_markdown(tables.summarize(df))
-    assert "| bn | 3 | 60.0 ± 10.0 | 30.0 ± 26.5 |" in md
-    assert "| all | 2 | 85.0 ± 7.1 | 40.0 ± 0.0 |" in md
     assert "Shared by all rows: experiment=x, stage=main, init=random" in md
     tex = tables.to_latex(tables.summarize(df))
-    assert r"bn & 3 & $60.0 \pm 10.0$ & $30.0 \pm 26.5$ \\" in tex
+    assert r"$60.0 \pm 10.0$" in tex and r"$30.0 \pm 26.5$" in tex
     assert r"\toprule" in tex and r"clean (\%)" in tex and "init=random" in tex
 
 
@@ -73,6 +81,84 @@ def test_table_from_real_sweep(ray_dir):
     table = tables.summarize(results.load(ray_dir)).set_index("trainable")
     assert table["n_seeds"].to_dict() == {"all": 2, "bn": 1}
     assert table.loc["all", "clean_acc_mean"] == pytest.approx(0.5 + 0.3 + 0.05 + 0.005)
+
+
+def _clean_and_adversarial(**change) -> pd.DataFrame:
+    """Two clean-trained trials (their robust_acc is at eval_eps_255[0] = 2/255) and two trained
+    with PGD at 8/255 (robust_acc at 8/255), all evaluated at 2 and 8/255."""
+    return _trials(**{
+        "stage": ["pre", "pre", "adv", "adv"], "trainable": ["all"] * 4,
+        "init": ["random", "random", "from_stage:pre", "from_stage:pre"],
+        "train_attack": ["none", "none", "pgd", "pgd"], "train_eps_255": [8.0] * 4,
+        "train_steps": [7, 7, 3, 3], "eval_eps_255": [[2, 8]] * 4, "seed": [0, 1, 0, 1],
+        "clean_acc": [0.9, 0.8, 0.7, 0.6], "robust_acc": [0.30, 0.20, 0.40, 0.30],
+        "robust_acc_eps2": [0.30, 0.20, 0.55, 0.45], "robust_acc_eps8": [0.0, 0.02, 0.40, 0.30],
+        "final_clean_acc": [0.9, 0.8, 0.7, 0.6], "final_robust_acc": [0.29, 0.19, 0.38, 0.28],
+        **change})
+
+
+def test_robust_columns_hold_one_radius_for_all_rows():
+    table = tables.summarize(_clean_and_adversarial())
+    by_stage = table.set_index("stage")
+    assert by_stage.loc["pre", "robust_acc_eps8_mean"] == pytest.approx(0.01)  # not robust_acc (2/255)
+    assert by_stage.loc["adv", "robust_acc_eps8_mean"] == pytest.approx(0.35)
+    shown = tables.display_table(table).set_index("stage")
+    assert [c for c in shown.columns if "robust" in c] == [
+        "PGD robust @8/255 (%)", "final robust @2/255 (%)", "final robust @8/255 (%)"]
+    assert shown.loc["pre", "PGD robust @8/255 (%)"] == "1.0 ± 1.4"
+    # the final evaluation ran at each trial's own radius: one column per radius
+    assert shown.loc["pre", "final robust @2/255 (%)"] == "24.0 ± 7.1"
+    assert shown.loc["pre", "final robust @8/255 (%)"] == "-"
+    assert shown.loc["adv", "final robust @8/255 (%)"] == "33.0 ± 7.1"
+    assert shown.loc["adv", "final robust @2/255 (%)"] == "-"
+    assert "final clean (%)" not in shown.columns  # the same numbers as clean (%)
+
+
+def test_robust_column_is_dash_where_the_radius_was_not_evaluated():
+    df = _clean_and_adversarial(eval_eps_255=[[2]] * 4).drop(columns="robust_acc_eps8")
+    shown = tables.display_table(tables.summarize(df)).set_index("stage")
+    assert shown.loc["pre", "PGD robust @8/255 (%)"] == "-"
+    assert shown.loc["adv", "PGD robust @8/255 (%)"] == "35.0 ± 7.1"  # robust_acc is at 8/255
+    two = tables.display_table(tables.summarize(_clean_and_adversarial(), radii=[2, 8])).set_index("stage")
+    assert two.loc["pre", "PGD robust @2/255 (%)"] == "25.0 ± 7.1"
+    assert two.loc["adv", "PGD robust @2/255 (%)"] == "50.0 ± 7.1"
+    assert two.loc["adv", "PGD robust @8/255 (%)"] == "35.0 ± 7.1"
+
+
+def test_keys_that_do_not_apply_do_not_split_settings():
+    table = tables.summarize(_clean_and_adversarial())
+    assert list(table["stage"]) == ["pre", "adv"]
+    assert "train_steps" not in table.columns  # 7 vs 3, but the clean trials never ran PGD
+    assert table.attrs["common_where"] == {
+        "rows where train_attack is pgd": {"train_eps_255": 8.0, "train_steps": 3}}
+    assert "by all rows where train_attack is pgd: train_eps_255=8, train_steps=3" in tables.to_markdown(table)
+    varied = tables.summarize(_clean_and_adversarial(train_steps=[7, 7, 3, 5]))
+    shown = tables.display_table(varied)
+    assert shown[["stage", "train_steps"]].values.tolist() == [["pre", "-"], ["adv", "3"], ["adv", "5"]]
+
+
+@pytest.mark.parametrize("init,label", [
+    ("random", "random"), ("from_stage:pretrain", "pre-trained (stage pretrain)"),
+    ("/runs/a/checkpoint.pt", "pre-trained (a/checkpoint.pt)")])
+def test_init_labels(init, label):
+    assert tables.init_label(init) == label
+    df = _trials(init=[init, "random"] if init != "random" else ["random", "from_stage:x"],
+                 clean_acc=[0.5, 0.6])
+    assert label in tables.display_table(tables.summarize(df))["init"].tolist()
+
+
+def test_example_sweep_table_and_legends_are_plain(tmp_path):
+    df = results.load(write_example_sweep(tmp_path / "s"))
+    shown = tables.display_table(tables.summarize(df))
+    assert shown["init"].tolist() == ["random"] + ["pre-trained (stage pretrain)"] * 4 + ["random"] * 4
+    assert shown["train_attack"].tolist() == ["none"] + ["pgd"] * 8
+    for c in ("train_steps", "train_step_255", "train_eps_255", "final_steps"):
+        assert c not in shown.columns
+    legend = [t.get_text() for t in figures.robustness_curves(df).legends[0].get_texts()]
+    assert len(legend) == 9
+    assert legend[0] == "stage=pretrain, init=random, trainable=all (n=3)"
+    assert legend[1] == "stage=adv, init=pre-trained (stage pretrain), trainable=all (n=3)"
+    assert not any(k in text for text in legend for k in ("train_attack", "final_attack", "train_steps"))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -102,6 +188,40 @@ def test_robustness_curve_points_are_seed_means(ray_dir):
         ["robust_acc_eps2", "robust_acc_eps4", "robust_acc_eps8"]].mean() * 100
     np.testing.assert_allclose(line.get_ydata(), expected.to_numpy())
     assert list(line.get_xdata()) == [2, 4, 8]
+
+
+def test_study_figure_bars_are_seed_means_per_init(tmp_path):
+    df = results.load(write_example_sweep(tmp_path / "s"))
+    fig = figures.study_figure(df)
+    assert [ax.get_title() for ax in fig.axes] == ["init: pre-trained (stage pretrain)", "init: random"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["clean", "robust (AutoAttack @8/255)"]
+    adv = df[df["stage"] == "adv"]  # the clean pre-training trials are no bars
+    for ax, init in zip(fig.axes, ["from_stage:pretrain", "random"]):
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["all", "bn", "bn+fc", "fc"]
+        clean, robust = [c for c in ax.containers if isinstance(c, BarContainer)]
+        trials = adv[adv["init"] == init].groupby("trainable")
+        for bars, metric in ((clean, "final_clean_acc"), (robust, "final_robust_acc")):
+            assert len(bars.patches) == 4
+            np.testing.assert_allclose([b.get_height() for b in bars], trials[metric].mean() * 100)
+            half = [abs(s[1][1] - s[0][1]) / 2 for s in bars.errorbar.lines[2][0].get_segments()]
+            np.testing.assert_allclose(half, trials[metric].std() * 100)
+    _png_and_pdf(figures.save_figure(fig, tmp_path / "study.png"))
+
+
+def test_study_figure_refuses_mixed_radii():
+    df = _trials(trainable=["bn", "bn"], train_attack=["pgd", "pgd"], train_eps_255=[4.0, 8.0],
+                 clean_acc=[0.5, 0.6], robust_acc=[0.2, 0.1])
+    with pytest.raises(ValueError, match="several robust radii"):
+        figures.study_figure(df)
+
+
+def test_training_curves_draw_robust_accuracy_at_one_radius(tmp_path):
+    hist = results.history(write_example_sweep(tmp_path / "s"))
+    fig = figures.training_curves(hist)
+    assert [ax.get_title() for ax in fig.axes] == ["Clean accuracy", "PGD robust accuracy @8/255"]
+    pretrain = fig.axes[1].get_lines()[0]  # clean-trained: robust_acc is at 2/255, drawn at 8/255
+    expected = hist[hist["stage"] == "pretrain"].groupby("epoch")["robust_acc_eps8"].mean() * 100
+    np.testing.assert_allclose(pretrain.get_ydata(), expected.to_numpy())
 
 
 def test_figures_refuse_without_data():
@@ -155,15 +275,27 @@ def test_report_on_mixed_sweep(mixed_dir, tmp_path):
     for heading in ("## Summary", "### Best trial per stage", "## Comparison", "## Figures",
                     "## Failed trials", "## Sanity checks"):
         assert heading in text
-    assert "| adv | 7 | 2 | 1 | 1 | 2 | 1 |" in text  # terminated, error, diverged, running, pending
-    assert "clean_acc (max)" in text and "robust_acc (max)" in text  # objectives per stage
+    counts = report.summary_table(results.load(mixed_dir)).set_index("stage")
+    assert counts.loc["adv", ["trials", "terminated", "error", "diverged", "running", "pending"]].tolist() == [
+        7, 2, 1, 1, 2, 1]
+    assert "clean_acc (max)" in text and "robust_acc @8/255 (max)" in text  # objectives per stage
     assert "RuntimeError: CUDA out of memory" in text and "train_loss is nan" in text
     assert "No signs of a broken evaluation" in text
-    for name in ("robustness_curves", "training_curves"):
+    for name in ("study", "robustness_curves", "training_curves"):
         assert "![" in text and f"({name}.png)" in text
         _png_and_pdf([tmp_path / "rep" / f"{name}.png", tmp_path / "rep" / f"{name}.pdf"])
     assert (tmp_path / "rep" / "table.tex").read_text().startswith(r"\begin{table}")
     assert len(pd.read_csv(tmp_path / "rep" / "trials.csv")) == 9
+    digest = hashlib.sha256((mixed_dir / "sweep.yaml").read_bytes()).hexdigest()
+    assert f"SHA-256 `{digest}`" in text and f"bnsweep {bnsweep.__version__}" in text
+
+
+def test_code_commit(monkeypatch, tmp_path):
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    assert re.fullmatch(r"[0-9a-f]{40}( with uncommitted changes)?", bnsweep.code_commit())
+    monkeypatch.setattr(bnsweep, "__file__", str(tmp_path / "bnsweep" / "__init__.py"))
+    assert bnsweep.code_commit() is None  # an installed package: no commit to name
 
 
 def test_report_cli_flags_and_errors(ray_dir, tmp_path, capsys):
@@ -179,6 +311,11 @@ def test_table_and_plot_commands(mixed_dir, tmp_path, capsys):
     assert main(["table", str(mixed_dir), "--where", "stage == 'adv'", "--format", "both"]) == 0
     out = capsys.readouterr().out
     assert "| seeds |" in out and r"\begin{tabular}" in out
+    assert main(["table", str(mixed_dir), "--eps-255", "2", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "PGD robust @2/255 (%)" in out and "PGD robust @8/255 (%)" in out
+    assert main(["plot", "study", str(mixed_dir), "-o", str(tmp_path / "s.png")]) == 0
+    _png_and_pdf([tmp_path / "s.png", tmp_path / "s.pdf"])
     assert main(["plot", "robustness", str(mixed_dir), "-o", str(tmp_path / "c.png")]) == 0
     _png_and_pdf([tmp_path / "c.png", tmp_path / "c.pdf"])
     assert main(["plot", "training", str(mixed_dir), "-o", str(tmp_path / "t.png")]) == 0
@@ -188,10 +325,20 @@ def test_table_and_plot_commands(mixed_dir, tmp_path, capsys):
     assert "no such directory" in capsys.readouterr().err
 
 
+def test_run_summary_names_the_radius(tmp_path):
+    from bnsweep.cli import _summary
+
+    text = _summary(str(write_example_sweep(tmp_path / "s")), "adv")
+    header = text.splitlines()[0]
+    assert "final robust @8/255 (%)" in header and "stage" not in header  # one stage: shared
+    assert "pre-trained (stage pretrain)" in text
+
+
 # ----------------------------------------------------------------------------- scripts
 
 
-@pytest.mark.parametrize("name", ["paper_table.py", "robustness_curves.py", "training_curves.py"])
+@pytest.mark.parametrize("name", ["paper_table.py", "study_figure.py", "robustness_curves.py",
+                                  "training_curves.py"])
 def test_analysis_scripts_smoke_test(name):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(REPO / "analysis" / name), "--smoke-test"], env=env,

@@ -1,4 +1,4 @@
-"""A Markdown report of a sweep (`bnsweep report DIR -o OUT`) of a sweep, with its table and figures.
+"""A Markdown report of a sweep (`bnsweep report DIR -o OUT`), with its table and figures.
 
 The report answers, without code: how many trials ran and how did they end, which trial is best
 per stage, how the settings compare (mean ± std over seeds), how robust accuracy falls with
@@ -9,7 +9,9 @@ broken (the sanity section, after the checks of fra31/auto-attack and RobustBenc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import pandas as pd
 import bnsweep
 from bnsweep import results
 from bnsweep.results import figures, tables
-from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE
+from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE, robust_radius
+from bnsweep.sweep.storage import SWEEP_FILE
 
 TOLERANCE = 0.005  # accuracies are fractions: half a percentage point of evaluation noise
 AA_MARGIN = 0.01  # AutoAttack may not beat PGD by more than one point
@@ -128,9 +131,11 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_trials(df: pd.DataFrame, objectives: dict[str, tuple[str, str]]) -> pd.DataFrame:
-    """Best terminated trial (else best trial) per stage by the stage's metric and mode."""
+    """Best terminated trial (else best trial) per stage by the stage's metric and mode (a
+    robust metric with the radius the best trial measured it at)."""
     rows = []
-    _, varying = tables.settings_frame(df)
+    settings, varying = tables.settings_frame(df)
+    keys = [k for k in varying if k not in ("stage", "experiment")]
     for stage, g in df.groupby("stage", sort=False):
         metric, mode = objectives.get(stage, (DEFAULT_METRIC, DEFAULT_MODE))
         if metric not in g.columns or g[metric].isna().all():
@@ -140,10 +145,12 @@ def best_trials(df: pd.DataFrame, objectives: dict[str, tuple[str, str]]) -> pd.
         done = g[(g["status"] == "terminated") & g[metric].notna()]
         pool = done if len(done) else g[g[metric].notna()]
         best = pool.loc[pool[metric].idxmax() if mode == "max" else pool[metric].idxmin()]
-        rows.append({"stage": stage, "metric": f"{metric} ({mode})", "trial_id": best["trial_id"],
+        name = metric  # a robust metric: with the radius it was measured at
+        if metric in ("robust_acc", "final_robust_acc"):
+            name += f" @{robust_radius(df.loc[[best.name]]).iloc[0]:g}/255"
+        rows.append({"stage": stage, "metric": f"{name} ({mode})", "trial_id": best["trial_id"],
                      "value": f"{best[metric]:.4g}",
-                     "setting": ", ".join(f"{k}={tables.format_value(best[k])}" for k in varying
-                                          if k not in ("stage", "experiment")),
+                     "setting": tables.setting_label(keys, settings.loc[best.name, keys]),
                      "seed": best.get("seed"), "checkpoint": best.get("checkpoint")})
     return pd.DataFrame(rows)
 
@@ -186,6 +193,32 @@ def _figure_lines(name: str, title: str, draw, out: Path) -> list[str]:
     return [f"![{title}]({name}.png)", "", f"PDF: [{name}.pdf]({name}.pdf)"]
 
 
+# ----------------------------------------------------------------------------- provenance
+
+
+def sweep_files(experiments: list[results.Experiment]) -> list[tuple[str, str]]:
+    """(URI, SHA-256) of the sweep file copied into each sweep directory, where there is one."""
+    found = {}
+    for exp in experiments:
+        path = posixpath.join(posixpath.dirname(exp.path), SWEEP_FILE)
+        if path not in found:
+            try:
+                with exp.fs.open_input_stream(path) as f:
+                    found[path] = (exp.prefix + path, hashlib.sha256(f.readall()).hexdigest())
+            except OSError:  # no sweep file: an experiment written by hand or by Ray alone
+                found[path] = None
+    return [v for v in found.values() if v]
+
+
+def provenance_lines(experiments: list[results.Experiment]) -> list[str]:
+    """What made this report: when, which bnsweep (version, commit), which sweep files."""
+    commit = bnsweep.code_commit()
+    lines = [f"- Written {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} by bnsweep "
+             f"{bnsweep.__version__}" + (f", git commit `{commit}`" if commit else "") + "."]
+    lines += [f"- Sweep file `{uri}`, SHA-256 `{digest}`." for uri, digest in sweep_files(experiments)]
+    return lines
+
+
 # ----------------------------------------------------------------------------- the report
 
 
@@ -206,16 +239,23 @@ def write_report(paths: results.Paths, out: str | os.PathLike,
     sources = ", ".join(f"`{os.fspath(p)}`" for p in
                         ([paths] if isinstance(paths, (str, os.PathLike)) else paths))
     lines = [f"# Sweep report: {names}", "",
-             f"From {sources}, {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, "
-             f"bnsweep {bnsweep.__version__}. Accuracies in the comparison table and figures are "
-             "percentages; metric values elsewhere are as reported (fractions).", "",
+             f"From {sources}. Accuracies in the comparison table and figures are percentages; "
+             "metric values elsewhere are as reported (fractions).", "",
+             *provenance_lines(experiments), "",
              "## Summary", "", results.markdown_table(summary_table(df)),
              "### Best trial per stage", "", results.markdown_table(best_trials(df, objectives)),
              "## Comparison", "",
              "Terminated trials grouped by setting; mean ± std over seeds (LaTeX: "
-             "[table.tex](table.tex); every trial: [trials.csv](trials.csv)).", "",
+             "[table.tex](table.tex); every trial: [trials.csv](trials.csv)). Each robust column "
+             "holds one radius: *PGD robust* is the last epoch's PGD evaluation, at the adversarial "
+             "trials' training radius for every row (clean-trained rows included); *final robust* is "
+             "the final evaluation (`final_attack`), which each trial ran at its own robust radius, "
+             "so a row is '-' in the columns of other radii. Keys that do not apply to a row (PGD "
+             "settings of a clean-trained one) show as '-'.", "",
              tables.to_markdown(table) if len(table) else "*No terminated trials yet.*", "",
              "## Figures", "",
+             *_figure_lines("study", "Clean and robust accuracy per trainable set and init",
+                            lambda: figures.study_figure(df), out), "",
              *_figure_lines("robustness_curves", "Robust accuracy against epsilon",
                             lambda: figures.robustness_curves(df), out), "",
              *_figure_lines("training_curves", "Clean and robust accuracy per epoch",

@@ -1,25 +1,39 @@
 """The study's comparison table: trials grouped by setting, mean ± std over seeds.
 
 A *setting* is every trial key except those in NOT_SETTING_KEYS (the seed, and per-trial plumbing
-such as paths and devices), so the table compares what was varied on purpose. Only the keys that
-differ between settings are shown; the shared ones go in a caption line.
+such as paths and devices), so the table compares what was varied on purpose. A key that means
+nothing for a trial (the PGD settings of a clean-trained one, see `columns.NOT_APPLICABLE`) is blank
+for it and does not make settings differ. Only the keys that differ between settings are shown; the
+shared ones go in a caption line. Every robust-accuracy column holds one radius, named in its header.
 """
 
 from __future__ import annotations
 
-import math
+import re
+from pathlib import PurePath
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
-from bnsweep.results.columns import trial_keys
+from bnsweep.core.config import STAGE_INIT_PREFIX
+from bnsweep.results.columns import (
+    gate_of,
+    is_missing,
+    not_applicable,
+    robust_at,
+    robust_radius,
+    study_radii,
+    trial_keys,
+)
 from bnsweep.results.formats import markdown_table
 
 # Trial keys that are not part of a setting: replicates (seed) and per-trial plumbing.
 NOT_SETTING_KEYS = frozenset({"seed", "init_checkpoint", "data_dir", "device"})
+# `robust_acc` and `final_robust_acc` become one column per radius (see `metric_columns`).
 TABLE_METRICS = ("clean_acc", "robust_acc", "final_clean_acc", "final_robust_acc")
-METRIC_LABELS = {"clean_acc": "clean", "robust_acc": "PGD robust", "final_clean_acc": "final clean",
-                 "final_robust_acc": "final robust"}
+METRIC_LABELS = {"clean_acc": "clean", "final_clean_acc": "final clean"}
+_BY_RADIUS = re.compile(r"^(final_)?robust_acc_eps(.+)$")
 
 
 def _hashable(value: Any) -> Any:
@@ -31,13 +45,39 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def format_value(value: Any) -> str:
-    """A setting value as a short label (tuples joined by commas, missing as '-')."""
+def init_label(init: str) -> str:
+    """`init` as a reader wants it: `random`, `pre-trained (stage pretrain)` for
+    `from_stage:pretrain`, `pre-trained (run3/checkpoint.pt)` for a checkpoint path."""
+    if init == "random":
+        return init
+    if init.startswith(STAGE_INIT_PREFIX):
+        return f"pre-trained (stage {init[len(STAGE_INIT_PREFIX):]})"
+    return f"pre-trained ({'/'.join(PurePath(init).parts[-2:])})"
+
+
+def format_value(value: Any, key: str | None = None) -> str:
+    """A setting value as a short label (tuples joined by commas, missing as '-', `init` by
+    `init_label`)."""
     if isinstance(value, tuple):
         return ",".join(format_value(v) for v in value)
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if is_missing(value):
         return "-"
+    if key == "init" and isinstance(value, str):
+        return init_label(value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
+    """`key=value, ...` for a legend or a note, leaving out keys that do not apply (blank)."""
+    return ", ".join(f"{k}={format_value(v, k)}" for k, v in zip(keys, values) if not is_missing(v))
+
+
+def metric_label(name: str) -> str:
+    """Column header of a metric: `robust_acc_eps8` -> `PGD robust @8/255`,
+    `final_robust_acc_eps8` -> `final robust @8/255`, `clean_acc` -> `clean`."""
+    if m := _BY_RADIUS.match(name):
+        return f"{'final' if m.group(1) else 'PGD'} robust @{m.group(2)}/255"
+    return METRIC_LABELS.get(name, name)
 
 
 def setting_keys(df: pd.DataFrame) -> list[str]:
@@ -47,39 +87,100 @@ def setting_keys(df: pd.DataFrame) -> list[str]:
 
 
 def settings_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """`df` with hashable setting columns, and the setting keys that vary (at least one)."""
+    """`df` with hashable setting columns and keys that do not apply to a trial blanked (None),
+    and the setting keys that vary among the trials they apply to (at least one key)."""
     keys = setting_keys(df)
     out = df.copy()
     for key in keys:
         if out[key].dtype == object:
             out[key] = out[key].map(_hashable)
-    varying = [k for k in keys if out[k].astype(str).nunique(dropna=False) > 1]
+    unused = {k: rows for k, rows in not_applicable(out).items() if k in keys}
+    for key, rows in unused.items():
+        out[key] = out[key].astype(object).where(~rows, None)
+    varying = [k for k in keys
+               if out.loc[~unused[k] if k in unused else slice(None), k].astype(str).nunique() > 1]
     return out, varying or keys[:1]
 
 
+def _shared(frame: pd.DataFrame, keys: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The values of `keys` (not varying) shared by all rows, and {'rows where GATE is V':
+    {key: value}} for those that apply to some rows only (see `columns.NOT_APPLICABLE`)."""
+    everywhere: dict[str, Any] = {}
+    somewhere: dict[str, dict[str, Any]] = {}
+    unused = not_applicable(frame)
+    for key in keys:
+        applies = ~unused[key] if key in unused else pd.Series(True, index=frame.index)
+        if not applies.any():
+            continue
+        value = frame.loc[applies, key].iloc[0]
+        if applies.all():
+            everywhere[key] = value
+        else:
+            gate = gate_of(key)
+            where = f"rows where {gate} is {', '.join(sorted(map(str, set(frame.loc[applies, gate]))))}"
+            somewhere.setdefault(where, {})[key] = value
+    return everywhere, somewhere
+
+
+def _same(df: pd.DataFrame, a: str, b: str) -> bool:
+    """Whether columns `a` and `b` hold the same values wherever `a` has one."""
+    if a not in df.columns or b not in df.columns:
+        return False
+    both = df[[a, b]].astype(float).dropna(subset=[a])
+    return bool(np.allclose(both[a], both[b], rtol=0, atol=1e-9))
+
+
+def metric_columns(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
+                   radii: Sequence[float] | None = None) -> pd.DataFrame:
+    """Per trial, the table's metrics as fractions, one radius per robust column: `robust_acc`
+    becomes `robust_acc_eps{E}` for each E in `radii` (default: `columns.study_radii`, so a
+    clean-trained trial is shown at the adversarial trials' radius); `final_robust_acc`, measured at
+    each trial's robust radius, becomes `final_robust_acc_eps{E}` per radius it was measured at.
+    Columns without any value are left out, and so is `final_clean_acc` where it repeats
+    `clean_acc`."""
+    radius = robust_radius(df)
+    radii = study_radii(df, radius) if radii is None else radii
+    out: dict[str, pd.Series] = {}
+    for m in metrics:
+        if m == "robust_acc":
+            out.update({f"robust_acc_eps{r:g}": robust_at(df, r, radius) for r in radii})
+        elif m == "final_robust_acc" and m in df.columns:
+            final = df[m].astype(float)
+            out.update({f"final_robust_acc_eps{r:g}": final.where(radius == r)
+                        for r in sorted(set(radius[final.notna()]))})
+        elif m == "final_clean_acc" and "clean_acc" in metrics and _same(df, m, "clean_acc"):
+            continue  # the last epoch's clean accuracy again (same model, same images)
+        elif m in df.columns:
+            out[m] = df[m].astype(float)
+    values = pd.DataFrame(out, index=df.index)
+    return values.loc[:, values.notna().any()]
+
+
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
-              statuses: Sequence[str] = ("terminated",)) -> pd.DataFrame:
+              statuses: Sequence[str] = ("terminated",),
+              radii: Sequence[float] | None = None) -> pd.DataFrame:
     """One row per setting: the varying setting keys, `n_seeds`, and `<metric>_mean`,
-    `<metric>_std` (sample std, ddof=1; NaN for one seed) for each metric present.
+    `<metric>_std` (sample std, ddof=1; NaN for one seed) for each of `metric_columns`.
 
     Trials whose status is not in `statuses` (failed, diverged, still running) are left out.
-    The frame's attrs hold `common` (the keys shared by all settings, with their values).
+    The frame's attrs hold `common` (the keys shared by all settings, with their values) and
+    `common_where` (keys shared by all settings they apply to, by condition).
     """
     df = df[df["status"].isin(statuses)] if "status" in df.columns else df
-    metrics = [m for m in metrics if m in df.columns and df[m].notna().any()]
+    values = metric_columns(df, metrics, radii)
     frame, varying = settings_frame(df)
     if frame.empty:
         empty = pd.DataFrame(columns=[*varying, "n_seeds"])
-        empty.attrs["common"] = {}
+        empty.attrs.update(common={}, common_where={})
         return empty
-    grouped = frame.groupby(varying, dropna=False, sort=True)
+    grouped = pd.concat([frame[varying], values], axis=1).groupby(varying, dropna=False, sort=True)
     table = grouped.size().rename("n_seeds").to_frame()  # one trial per seed and setting
-    for m in metrics:
+    for m in values.columns:
         table[f"{m}_mean"] = grouped[m].mean()
         table[f"{m}_std"] = grouped[m].std(ddof=1)
     table = _in_run_order(table.reset_index(), df)
-    common = {k: frame[k].iloc[0] for k in setting_keys(df) if k not in varying}
-    table.attrs["common"] = common
+    common, common_where = _shared(frame, [k for k in setting_keys(df) if k not in varying])
+    table.attrs.update(common=common, common_where=common_where)
     return table
 
 
@@ -105,20 +206,26 @@ def _mean_std(mean: float, std: float, pm: str, scale: float, digits: int) -> st
 
 def display_table(table: pd.DataFrame, pm: str = " ± ", scale: float = 100.0,
                   digits: int = 1) -> pd.DataFrame:
-    """The summary as text cells: accuracies in percent as `mean ± std` (mean only for 1 seed)."""
+    """The summary as text cells: accuracies in percent as `mean ± std` (mean only for 1 seed;
+    '-' where a setting has no value, e.g. never evaluated at that radius)."""
     keys = [c for c in table.columns if c != "n_seeds" and not c.endswith(("_mean", "_std"))]
-    out = pd.DataFrame({k: table[k].map(format_value) for k in keys})
+    out = pd.DataFrame({k: table[k].map(lambda v, k=k: format_value(v, k)) for k in keys})
     out["seeds"] = table["n_seeds"].astype(int).astype(str)
     for m in _metric_names(table):
-        out[f"{METRIC_LABELS.get(m, m)} (%)"] = [
+        out[f"{metric_label(m)} (%)"] = [
             _mean_std(a, b, pm, scale, digits) for a, b in zip(table[f"{m}_mean"], table[f"{m}_std"])]
     return out
 
 
 def common_line(table: pd.DataFrame) -> str:
-    """`key=value` for the settings every row shares (the table's caption)."""
-    common = table.attrs.get("common", {})
-    return ", ".join(f"{k}={format_value(v)}" for k, v in common.items())
+    """`key=value` for the settings every row shares, then those shared by every row they apply
+    to (the table's caption)."""
+    def pairs(values: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={format_value(v, k)}" for k, v in values.items())
+
+    parts = [pairs(table.attrs.get("common", {}))]
+    parts += [f"by all {where}: {pairs(v)}" for where, v in table.attrs.get("common_where", {}).items()]
+    return "; ".join(p for p in parts if p)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -150,7 +257,8 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
              " & ".join(_latex_escape(c) for c in cells.columns) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c, v) for c, v in zip(cells.columns, row)) + r" \\"
               for row in cells.itertuples(index=False)]
-    caption = caption or ("Accuracy (\\%), mean $\\pm$ std over seeds. "
-                          + _latex_escape(common_line(table)))
+    common = common_line(table)
+    caption = caption or ("Accuracy (\\%), mean $\\pm$ std over seeds."
+                          + (f" Shared by all rows: {_latex_escape(common)}." if common else ""))
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
