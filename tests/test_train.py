@@ -88,14 +88,30 @@ def test_resumed_run_matches_uninterrupted_run(tiny_config, tmp_path, overrides)
     def no_timing(m):
         return {k: v for k, v in m.items() if k not in TIMING}
 
-    assert no_timing(resumed.metrics[0]) == no_timing(full.metrics[1])
+    # Bit-identical on the CPU; CUDA's non-deterministic kernels (cuDNN, atomics) allow rounding noise.
+    exact = cfg.device == "cpu"
+
+    def same(key, x, y):
+        if exact or not isinstance(x, float):
+            return x == y
+        return x == pytest.approx(y, abs=2 / cfg.eval_n if "acc" in key else 1e-3, rel=1e-3)
+
+    def assert_same_metrics(m1, m2):
+        m1, m2 = no_timing(m1), no_timing(m2)
+        assert m1.keys() == m2.keys() and all(same(k, m1[k], m2[k]) for k in m1), (m1, m2)
+
+    assert_same_metrics(resumed.metrics[0], full.metrics[1])
     a, b = checkpoints.load(full.checkpoints[1]), checkpoints.load(resumed.checkpoints[0])
     assert a["config"] == b["config"] == cfg.to_dict()
     assert a["epoch"] == b["epoch"] == 2
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    assert [no_timing(m) for m in a["metrics"]] == [no_timing(m) for m in b["metrics"]]
+        if exact or not a["model"][k].is_floating_point():
+            assert torch.equal(a["model"][k], b["model"][k]), k
+        else:
+            torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-3, rtol=1e-3, msg=k)
+    for m1, m2 in zip(a["metrics"], b["metrics"], strict=True):
+        assert_same_metrics(m1, m2)
     # resuming a finished trial trains nothing more
     again = Recorder(tmp_path, "again")
     assert no_timing(fit(cfg, again, resume=full.checkpoints[1])) == no_timing(full.metrics[1])
