@@ -309,3 +309,22 @@ def test_bn_init_uniform(tiny_config):
     assert weights.std() > 0.1  # not all equal: roughly U[0, 1] (std 0.29)
     ones = torch.cat([m.weight.detach() for m in bn_layers(Trial(tiny_config(bn_init="ones")).model)])
     assert torch.equal(ones, torch.ones_like(ones))
+
+
+def test_layers_command_prints_groups_and_a_selection(capsys):
+    from bnsweep.cli import main
+
+    entries = listing("resnet8", 0.5)
+    assert main(["layers", "resnet8", "--width", "0.5", "--trainable", "bn@stage3+fc"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:8]}
+    assert list(rows) == ["stem", "stage1", "stage2", "stage3", "head", "all"]
+    for place, cells in rows.items():  # columns bn, conv, fc, all; a cell KIND@PLACE
+        for kind, cell in zip([*KINDS, None], cells):
+            names = pick(entries, kind, None if place == "all" else place)
+            assert cell == (f"{sum(entries[n][2] for n in names):,}" if names else "-"), (place, kind)
+    chosen = pick(entries, "bn", "stage3") | pick(entries, "fc")
+    assert all(f"  {name} " in out for name in chosen)
+    assert out.count("layer") == len(chosen) - 2  # no other parameter is listed
+    total = sum(e[2] for e in entries.values())
+    assert f"{len(chosen)} tensor(s), {sum(entries[n][2] for n in chosen):,} of {total:,} parameters" in out
