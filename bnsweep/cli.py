@@ -117,7 +117,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     from bnsweep.core.config import make_config
     from bnsweep.core.models import skeleton
-    from bnsweep.core.trainable import KINDS, describe, group_list, groups, places, trainable_names
+    from bnsweep.core.trainable import (
+        KINDS,
+        describe,
+        group_list,
+        groups,
+        places,
+        trainable_names,
+    )
 
     if args.num_classes < 1:
         raise ConfigError("--num-classes", args.num_classes, "an integer >= 1")
@@ -140,7 +147,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         width = max((len(n) for n in chosen), default=0)
         print(f"\ntrainable {cfg.trainable!r} selects {describe(net, chosen)}:")
         for name in (n for n in shapes if n in chosen):
-            print(f"  {name:<{width}}  {str(list(shapes[name])):>16}  {sizes[name]:>10,}")
+            print(f"  {name:<{width}}  {list(shapes[name])!s:>16}  {sizes[name]:>10,}")
         print(f"{len(chosen)} tensor(s), {count(chosen) if chosen else 0} of {count(named['all'])} parameters")
     return 0
 

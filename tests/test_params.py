@@ -7,8 +7,8 @@ import torch
 
 from bnsweep.core.attacks import pgd
 from bnsweep.core.data import batches
-from bnsweep.core.train import Trial
 from bnsweep.core.models import build_model, skeleton
+from bnsweep.core.train import Trial
 from bnsweep.core.trainable import (
     KINDS,
     SelectionError,

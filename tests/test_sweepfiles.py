@@ -48,7 +48,7 @@ def test_layerwise_sweeps_are_one_study_on_planted_and_on_cifar10():
     cuts = ["bn@stem", "bn@stage1", "bn@stage2", "bn@stage3", "bn", "bn-stem"]
     studies = {name: load_sweep(str(Path(__file__).parent.parent / "sweeps" / name))
                for name in ("layerwise.yaml", "cifar10-layerwise.yaml")}
-    for name, sweep in studies.items():
+    for sweep in studies.values():
         pretrain, finetune = sweep.stages
         assert pretrain.base["train_attack"] == "none" and pretrain.base["trainable"] == "all"
         assert finetune.from_stage == "pretrain" and finetune.base["train_attack"] == "pgd"
