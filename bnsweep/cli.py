@@ -1,4 +1,4 @@
-"""The `bnsweep` command: train, eval, validate, run, resume, results, report, table, plot.
+"""The `bnsweep` command: train, eval, layers, validate, run, resume, results, report, table, plot.
 
 Every subcommand lives here; the layers below raise `errors.BadInput` for anything the user can
 fix, and `main` prints it as one line (`bnsweep: error: ...`) and exits with status 2, before
@@ -38,7 +38,7 @@ def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
 def _format_metrics(metrics: dict[str, Any]) -> str:
     parts = []
     for key, value in metrics.items():
-        if key in ("n_trainable_params", "n_params"):
+        if key in ("n_trainable_params", "n_params", "trainable_groups"):
             continue
         parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
     return "  ".join(parts)
@@ -109,6 +109,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{'eps_255':>8}  {'clean_acc':>9}  {'robust_acc':>10}")
     for eps in sorted(cfg.eval_eps_255):
         print(f"{eps:>8g}  {out['clean_acc']:>9.4f}  {out[eps_metric(eps)]:>10.4f}")
+    return 0
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from bnsweep.core.config import make_config
+    from bnsweep.core.models import skeleton
+    from bnsweep.core.trainable import (
+        KINDS,
+        describe,
+        group_list,
+        groups,
+        places,
+        trainable_names,
+    )
+
+    if args.num_classes < 1:
+        raise ConfigError("--num-classes", args.num_classes, "an integer >= 1")
+    cfg = make_config({"model": args.model, "width": args.width, "trainable": args.trainable or "all"})
+    net = skeleton(cfg.model, args.num_classes, width=cfg.width)
+    named, shapes = groups(net), {n: tuple(p.shape) for n, p in net.named_parameters()}
+    sizes = {n: p.numel() for n, p in net.named_parameters()}
+
+    def count(names: set[str]) -> str:
+        return f"{sum(sizes[n] for n in names):,}" if names else "-"
+
+    print(f"{cfg.model} (width {cfg.width:g}, {args.num_classes} classes): parameters per group; "
+          "a row is a place, a column a kind, a cell KIND@PLACE")
+    print(f"{'':<8}" + "".join(f"{c:>12}" for c in (*KINDS, "all")))
+    for place in (*places(net), "all"):
+        print(f"{place:<8}" + "".join(f"{count(named[k] & named[place]):>12}" for k in (*KINDS, "all")))
+    print(f"groups: {group_list(net)}; terms are joined by +, a - before a term removes it")
+    if args.trainable:
+        chosen = trainable_names(net, cfg.trainable)
+        width = max((len(n) for n in chosen), default=0)
+        print(f"\ntrainable {cfg.trainable!r} selects {describe(net, chosen)}:")
+        for name in (n for n in shapes if n in chosen):
+            print(f"  {name:<{width}}  {list(shapes[name])!s:>16}  {sizes[name]:>10,}")
+        print(f"{len(chosen)} tensor(s), {count(chosen) if chosen else 0} of {count(named['all'])} parameters")
     return 0
 
 
@@ -276,6 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=1, help="PGD restarts (default: 1)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("layers", help="a model's groups with parameter counts; what a trainable expression selects",
+                       description="Print the groups `trainable` expressions can name (places: stem, stage1.., "
+                                   "head; kinds: bn, conv, fc) with parameter counts, and with --trainable the "
+                                   "parameters an expression selects. The model is built on the meta device "
+                                   "(no memory, instant).")
+    p.add_argument("model", help="e.g. resnet8, resnet20, preact_resnet18, wrn-28-10")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (default: 1)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (default: 10)")
+    p.add_argument("--trainable", help="an expression to resolve, e.g. bn@stage3+fc, all-stem, glob:layer3.*.bn*")
+    p.set_defaults(func=cmd_layers)
 
     p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
                        description="Validate every trial of a sweep file without starting Ray.")

@@ -31,6 +31,19 @@ CASES = [
     ("unknown-search-key", "search:\n  lrr: {loguniform: [0.01, 0.1]}\n", ["search", "lrr"]),
     ("trainable-bnn", "trial:\n  trainable: bnn\n", ["trainable", "bnn", "bn+fc"]),
     ("grid-trainable-bnn", "grid:\n  trainable: [bn, bnn]\n", ["grid.trainable", "bnn", "bn+fc"]),
+    # trainable expressions: the error names the term and lists the model's groups
+    ("trainable-unknown-group", "trial:\n  trainable: bn+stage9\n",
+     ["trainable", "'stage9' names no group", "resnet20's groups", "stem, stage1, stage2, stage3, head"]),
+    ("trainable-unknown-place", "trial:\n  trainable: bn@stage4+fc\n", ["trainable", "'bn@stage4'", "stage3, head"]),
+    ("trainable-matches-nothing", "trial:\n  trainable: bn@head\n",
+     ["trainable", "'bn@head' matches no parameter", "stage3"]),
+    ("trainable-bad-glob", "trial:\n  trainable: 'glob:layer[3.*'\n", ["trainable", "'glob:layer[3.*'", "glob pattern"]),
+    ("trainable-glob-matches-nothing", "trial:\n  trainable: 'glob:layer4.*'\n",
+     ["trainable", "'glob:layer4.*' matches no parameter", "stage3"]),
+    ("trainable-selects-nothing", "trial:\n  trainable: bn-bn\n", ["trainable", "'bn-bn'", "selects no parameter"]),
+    ("trainable-empty-term", "trial:\n  trainable: bn++fc\n", ["trainable", "'bn++fc'", "empty"]),
+    ("grid-trainable-removes-nothing", "grid:\n  model: [preact_resnet18]\n  trainable: [bn, bn-stem]\n",
+     ["grid.trainable", "'bn-stem'", "'-stem' removes nothing", "preact_resnet18's groups", "stage4"]),
     ("eps-negative", "trial:\n  train_eps_255: -1\n", ["train_eps_255", "-1", ">= 0"]),
     ("eps-huge", "trial:\n  train_eps_255: 1000\n", ["train_eps_255", "1000", "255"]),
     ("eval-eps-empty", "trial:\n  eval_eps_255: []\n", ["eval_eps_255", "[]", "non-empty"]),
@@ -139,6 +152,18 @@ def test_checkpoint_that_is_not_one_and_pickle_that_runs_code_are_refused(tmp_pa
         assert code == 2
         assert str(path) in capsys.readouterr().err
     assert not os.path.exists("/tmp/bnsweep-pwned")
+
+
+@pytest.mark.parametrize("expression, term", [("bnn", "bnn"), ("bn@stage4+fc", "bn@stage4"), ("bn@head", "bn@head"),
+                                              ("glob:layer[3.*", "glob:layer[3.*"), ("all-stem-stem", "-stem")])
+def test_bad_trainable_on_the_command_line_writes_nothing(expression, term, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--set", "dataset=planted", "model=resnet8", f"trainable={expression}",
+                 "--out", str(out)]) == 2
+    assert main(["layers", "resnet8", "--trainable", expression]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(f"term {term!r}" in line and "stage3, head" in line for line in lines), lines
+    assert not out.exists()
 
 
 def test_bad_command_lines(tmp_path, capsys):

@@ -7,10 +7,81 @@ import torch
 
 from bnsweep.core.attacks import pgd
 from bnsweep.core.data import batches
+from bnsweep.core.models import build_model, skeleton
 from bnsweep.core.train import Trial
-from bnsweep.core.trainable import bn_layers, bn_mode, count_params, trainable_names
+from bnsweep.core.trainable import (
+    KINDS,
+    SelectionError,
+    bn_layers,
+    bn_mode,
+    count_params,
+    describe,
+    groups,
+    trainable_names,
+)
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
+# (model, width): every architecture family, small; wrn-16-2 has a shortcut convolution in stage 1
+MODELS = [("resnet8", 0.25), ("resnet20", 0.25), ("preact_resnet18", 0.125), ("wrn-16-2", 0.25)]
+
+
+def listing(model: str, width: float, classes: int = 10) -> dict[str, tuple[str, str, int]]:
+    """{parameter name: (kind, place, number of values)}, written out from the architectures'
+    definitions (He et al.'s CIFAR ResNets, PreActResNet-18, WRN-D-K) by channel arithmetic,
+    independently of the module walk in bnsweep.core.trainable."""
+    out: dict[str, tuple[str, str, int]] = {}
+
+    def ch(base: int) -> int:
+        return max(1, round(base * width))
+
+    def conv(name: str, place: str, c_in: int, c_out: int, k: int = 3) -> None:
+        out[f"{name}.weight"] = ("conv", place, c_in * c_out * k * k)
+
+    def bn(name: str, place: str, c: int) -> None:
+        out[f"{name}.weight"] = out[f"{name}.bias"] = ("bn", place, c)
+
+    preact = not model.startswith("resnet")
+    if model == "preact_resnet18":
+        stem_c, widths, blocks = ch(64), [ch(64), ch(128), ch(256), ch(512)], 2
+    elif model.startswith("wrn"):
+        depth, k = (int(x) for x in model.split("-")[1:])
+        stem_c, widths, blocks = ch(16), [ch(16 * k), ch(32 * k), ch(64 * k)], (depth - 4) // 6
+    else:
+        stem_c, widths, blocks = ch(16), [ch(16), ch(32), ch(64)], (int(model[6:]) - 2) // 6
+    conv("conv1", "stem", 3, stem_c)
+    if not preact:
+        bn("bn1", "stem", stem_c)  # post-activation: the stem is conv + BN
+    c_in = stem_c
+    for s, c_out in enumerate(widths, start=1):
+        for i in range(blocks):
+            block, place, c = f"layer{s}.{i}", f"stage{s}", c_in if i == 0 else c_out
+            if preact:  # BN before each convolution, on its input
+                bn(f"{block}.bn1", place, c)
+                conv(f"{block}.conv1", place, c, c_out)
+                bn(f"{block}.bn2", place, c_out)
+                conv(f"{block}.conv2", place, c_out, c_out)
+            else:
+                conv(f"{block}.conv1", place, c, c_out)
+                bn(f"{block}.bn1", place, c_out)
+                conv(f"{block}.conv2", place, c_out, c_out)
+                bn(f"{block}.bn2", place, c_out)
+            if i == 0 and (s > 1 or c != c_out):  # downsampling or widening: 1x1 projection
+                conv(f"{block}.shortcut" + ("" if preact else ".0"), place, c, c_out, k=1)
+                if not preact:
+                    bn(f"{block}.shortcut.1", place, c_out)
+        c_in = c_out
+    if preact:
+        bn("bn", "head", c_in)  # the BN after the last stage, before the classifier
+    out["fc.weight"], out["fc.bias"] = ("fc", "head", c_in * classes), ("fc", "head", classes)
+    return out
+
+
+def pick(entries: dict[str, tuple[str, str, int]], kind: str | None = None, place: str | None = None) -> set[str]:
+    return {n for n, (k, p, _) in entries.items() if kind in (None, k) and place in (None, p)}
+
+
+def numel(model: torch.nn.Module, names: set[str]) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if n in names)
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -34,11 +105,21 @@ def expected_trainable(model: torch.nn.Module, trainable: str) -> set[str]:
     return {"all": set(names), "bn": bn, "bn+fc": bn | fc, "fc": fc, "none": set()}[trainable]
 
 
-@pytest.mark.parametrize("trainable", ["all", "bn", "bn+fc", "fc", "none"])
+TINY = listing("resnet8", 0.25)  # tiny_config's model
+CUTS = {  # expressions beyond the five sets, and what they select in TINY
+    "bn@stage3+fc": pick(TINY, "bn", "stage3") | pick(TINY, "fc"),
+    "all-stem": set(TINY) - pick(TINY, place="stem"),
+    "stage3+fc": pick(TINY, place="stage3") | pick(TINY, "fc"),
+    "conv": pick(TINY, "conv"),
+    "glob:layer3.*.bn*": {n for n in pick(TINY, "bn", "stage3") if ".shortcut." not in n},
+}
+
+
+@pytest.mark.parametrize("trainable", ["all", "bn", "bn+fc", "fc", "none", *CUTS])
 def test_exactly_the_chosen_parameters_train(tiny_config, trainable):
     trial = Trial(tiny_config(trainable=trainable, bn_stats="frozen", train_steps=1))
     model = trial.model
-    chosen = expected_trainable(model, trainable)
+    chosen = CUTS[trainable] if trainable in CUTS else expected_trainable(model, trainable)
     assert trainable_names(model, trainable) == chosen
     if trainable == "bn":
         assert chosen and all(n.endswith((".weight", ".bias")) and "conv" not in n for n in chosen)
@@ -61,6 +142,88 @@ def test_exactly_the_chosen_parameters_train(tiny_config, trainable):
     n_trainable, n_params = count_params(model)
     assert n_trainable == sum(p.numel() for n, p in model.named_parameters() if n in chosen)
     assert n_params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model, width", MODELS)
+def test_every_named_group_selects_the_listed_parameters(model, width):
+    net = build_model(model, 10, width=width)
+    entries = listing(model, width)
+    assert {n: p.numel() for n, p in net.named_parameters()} == {n: e[2] for n, e in entries.items()}
+    stages = sorted({p for _, p, _ in entries.values() if p.startswith("stage")})
+    places = ["stem", *stages, "head"]
+    expected = {"all": set(entries), **{k: pick(entries, k) for k in KINDS}, **{p: pick(entries, place=p) for p in places},
+                "bn+fc": pick(entries, "bn") | pick(entries, "fc")}
+    assert list(groups(net)) == ["all", "none", *KINDS, *places]
+    for group, names in expected.items():
+        assert trainable_names(net, group) == names, group
+        assert numel(net, trainable_names(net, group)) == sum(entries[n][2] for n in names), group
+    for kind in KINDS:
+        for place in places:
+            cell = pick(entries, kind, place)
+            if cell:
+                assert trainable_names(net, f"{kind}@{place}") == cell
+            else:  # e.g. bn@stem of a pre-activation net: its first BN is in stage 1
+                with pytest.raises(SelectionError, match="matches no parameter"):
+                    trainable_names(net, f"{kind}@{place}")
+    assert trainable_names(net, "none") == set()
+    # the meta-device skeleton that validates configs has the same names and shapes
+    meta = skeleton(model, width=width)
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in net.named_parameters()]
+    assert groups(meta) == groups(net)
+
+
+def test_minus_removes_and_terms_apply_left_to_right():
+    net = build_model("resnet8", 10, width=0.25)
+    bn, stem, stage1 = pick(TINY, "bn"), pick(TINY, place="stem"), pick(TINY, place="stage1")
+    assert trainable_names(net, "all-stem") == set(TINY) - stem
+    assert trainable_names(net, "bn-stem") == bn - stem
+    assert trainable_names(net, "all-stage1+bn@stage1") == (set(TINY) - stage1) | pick(TINY, "bn", "stage1")
+    assert trainable_names(net, "all-stage1-stem+glob:conv1.*") == set(TINY) - stage1 - stem | {"conv1.weight"}
+    assert trainable_names(net, "glob:layer[1-2].*") == stage1 | pick(TINY, place="stage2")  # - in a class
+    for expression, term, problem in [("all-stem-stem", "-stem", "removes nothing"), ("bn+bn@stage1", "bn@stage1", "adds nothing"),
+                                      ("-stem", "-stem", "start with what to keep"), ("bn+", "", "empty"),
+                                      ("bnn", "bnn", "names no group"), ("glob:layer[1", "glob:layer[1", "not a glob"),
+                                      ("stage1@stem", "stage1@stem", "before @"), ("bn@stage4", "bn@stage4", "after @")]:
+        with pytest.raises(SelectionError, match=problem) as err:
+            trainable_names(net, expression)
+        assert err.value.term == term
+    preact = build_model("preact_resnet18", 10, width=0.125)
+    with pytest.raises(SelectionError, match="removes nothing"):  # its stem has no BN: bn-stem would equal bn
+        trainable_names(preact, "bn-stem")
+
+
+@pytest.mark.parametrize("model, width", MODELS)
+def test_trainable_groups_name_a_selection_the_same_way_whatever_expression_made_it(model, width):
+    net = build_model(model, 10, width=width)
+    n_stages = len([g for g in groups(net) if g.startswith("stage")])
+    expressions = ["all", "none", "bn", "bn+fc", "fc+bn", "fc", "conv", "all-stem", f"stage{n_stages}+fc",
+                   f"bn@stage{n_stages}+fc", "bn-bn@stage1", "all-conv", "stage1+stage2-conv@stage2"]
+    for expression in expressions:
+        chosen = trainable_names(net, expression)
+        text = describe(net, chosen)
+        assert trainable_names(net, text) == chosen, (expression, text)  # itself an expression for it
+    assert describe(net, trainable_names(net, "bn+fc")) == describe(net, trainable_names(net, "fc+bn")) == "bn+fc"
+    assert describe(net, trainable_names(net, "all-conv")) == "bn+fc"
+    assert describe(net, trainable_names(net, "glob:layer1.0.bn1.*")) == f"bn@stage1(2/{len(pick(listing(model, width), 'bn', 'stage1'))})"
+
+
+@pytest.mark.parametrize("trainable, moving", [("bn@stage2", "layer2."), ("conv", None)])
+def test_bn_stats_selected_moves_only_the_selected_bn_layers(tiny_config, trainable, moving):
+    """With attack_bn_mode train, the attack uses batch statistics exactly where training does."""
+    trial = Trial(tiny_config(trainable=trainable, bn_stats="selected", attack_bn_mode="train", train_steps=2))
+    before = snapshot(trial.model)
+    seen: dict[str, list[bool]] = {}
+    for name, m in trial.model.named_modules():
+        if m in bn_layers(trial.model):
+            m.register_forward_hook(lambda m, i, o, name=name: seen.setdefault(name, []).append(m.training))
+    train_steps(trial, n=2)
+    for name, m in trial.model.named_modules():
+        if m not in bn_layers(trial.model):
+            continue
+        selected = moving is not None and name.startswith(moving)
+        assert m.num_batches_tracked.item() == (2 if selected else 0), name
+        assert torch.equal(before[f"{name}.running_mean"], m.running_mean) != selected, name
+        assert set(seen[name]) == {selected}, name  # batch statistics in attack and training, or never
 
 
 @pytest.mark.parametrize("trainable", ["bn", "none"])
@@ -146,3 +309,22 @@ def test_bn_init_uniform(tiny_config):
     assert weights.std() > 0.1  # not all equal: roughly U[0, 1] (std 0.29)
     ones = torch.cat([m.weight.detach() for m in bn_layers(Trial(tiny_config(bn_init="ones")).model)])
     assert torch.equal(ones, torch.ones_like(ones))
+
+
+def test_layers_command_prints_groups_and_a_selection(capsys):
+    from bnsweep.cli import main
+
+    entries = listing("resnet8", 0.5)
+    assert main(["layers", "resnet8", "--width", "0.5", "--trainable", "bn@stage3+fc"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:8]}
+    assert list(rows) == ["stem", "stage1", "stage2", "stage3", "head", "all"]
+    for place, cells in rows.items():  # columns bn, conv, fc, all; a cell KIND@PLACE
+        for kind, cell in zip([*KINDS, None], cells):
+            names = pick(entries, kind, None if place == "all" else place)
+            assert cell == (f"{sum(entries[n][2] for n in names):,}" if names else "-"), (place, kind)
+    chosen = pick(entries, "bn", "stage3") | pick(entries, "fc")
+    assert all(f"  {name} " in out for name in chosen)
+    assert out.count("layer") == len(chosen) - 2  # no other parameter is listed
+    total = sum(e[2] for e in entries.values())
+    assert f"{len(chosen)} tensor(s), {sum(entries[n][2] for n in chosen):,} of {total:,} parameters" in out

@@ -204,3 +204,28 @@ def test_tensorboard_has_every_trials_curves_and_hparams(two_stage):
             plugins = events.PluginTagToContent("hparams")
             assert "_hparams_/session_start_info" in plugins
             assert b"trainable" in plugins["_hparams_/session_start_info"]
+
+
+def test_trainable_expressions_are_strings_in_results_and_tensorboard(tmp_path, ray_local, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    doc = {"name": "cuts", "trial": {**TINY_TRIAL, "epochs": 1}, "grid": {"trainable": ["bn@stage3+fc", "all-stem"]}}
+    root = run(write_sweep(tmp_path / "cuts.yaml", doc), tmp_path / "results")
+    capsys.readouterr()  # Ray's progress table
+    df = results.load(root).set_index("trainable")
+    assert sorted(df.index) == ["all-stem", "bn@stage3+fc"] and set(df["status"]) == {"terminated"}
+    model = build_model("resnet8", 10, width=0.25)
+    for expression, groups in [("bn@stage3+fc", "fc+bn@stage3"), ("all-stem", "fc+stage1+stage2+stage3")]:
+        assert df.loc[expression, "trainable_groups"] == groups
+        chosen = trainable_names(model, expression)
+        assert df.loc[expression, "n_trainable_params"] == sum(p.numel() for n, p in model.named_parameters()
+                                                              if n in chosen)
+    assert main(["results", root, "--where", "trainable == 'bn@stage3+fc'", "--columns", "trainable,trainable_groups",
+                 "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["trainable,trainable_groups", "bn@stage3+fc,fc+bn@stage3"]
+    assert main(["table", root]) == 0
+    assert "| bn@stage3+fc |" in capsys.readouterr().out
+    for expression, trial_dir in df["trial_dir"].items():  # the hparams view shows the expression as a string
+        events = EventAccumulator(trial_dir)
+        events.Reload()
+        assert expression.encode() in events.PluginTagToContent("hparams")["_hparams_/session_start_info"]

@@ -42,3 +42,18 @@ def test_paper_sweep_covers_the_open_choices():
         assert stage.base["dataset"] == "cifar10" and stage.base["train_attack"] == "pgd"
         assert stage.base["train_eps_255"] == 8 and stage.base["final_attack"] == "autoattack"
         assert stage.resources["gpu"] > 0
+
+
+def test_layerwise_sweeps_are_one_study_on_planted_and_on_cifar10():
+    cuts = ["bn@stem", "bn@stage1", "bn@stage2", "bn@stage3", "bn", "bn-stem"]
+    studies = {name: load_sweep(str(Path(__file__).parent.parent / "sweeps" / name))
+               for name in ("layerwise.yaml", "cifar10-layerwise.yaml")}
+    for sweep in studies.values():
+        pretrain, finetune = sweep.stages
+        assert pretrain.base["train_attack"] == "none" and pretrain.base["trainable"] == "all"
+        assert finetune.from_stage == "pretrain" and finetune.base["train_attack"] == "pgd"
+        assert finetune.grid["trainable"] == cuts and finetune.base["bn_stats"] == "selected"
+        assert len(finetune.grid["seed"]) >= 2
+    small, big = studies["layerwise.yaml"].stages[1], studies["cifar10-layerwise.yaml"].stages[1]
+    assert small.base["dataset"] == "planted" and small.resources["gpu"] == 0 and small.base["device"] == "cpu"
+    assert big.base["dataset"] == "cifar10" and big.resources["gpu"] > 0

@@ -46,19 +46,20 @@ def test_reports_once_per_epoch_with_contract_metric_names(tiny_config, tmp_path
     final = fit(cfg, rec)
     assert [m["epoch"] for m in rec.metrics] == [1, 2]
     every = {"epoch", "train_loss", "train_acc", "clean_acc", "robust_acc", "robust_acc_eps2", "robust_acc_eps8",
-             "lr", "images_per_s", "epoch_s", "n_trainable_params", "n_params"}
+             "lr", "images_per_s", "epoch_s", "n_trainable_params", "n_params", "trainable_groups"}
     assert set(rec.metrics[0]) == every
     assert set(rec.metrics[1]) == every | {"final_clean_acc", "final_robust_acc", "final_attack"}
     assert final == rec.metrics[-1]
     last = rec.metrics[-1]
     assert last["final_attack"] == "pgd"
     for m in rec.metrics:
-        for key in every - {"epoch", "n_trainable_params", "n_params"}:
+        for key in every - {"epoch", "n_trainable_params", "n_params", "trainable_groups"}:
             assert isinstance(m[key], float), key
         for key in ("train_acc", "clean_acc", "robust_acc", "robust_acc_eps2", "robust_acc_eps8"):
             assert 0.0 <= m[key] <= 1.0
         assert m["robust_acc_eps8"] <= m["robust_acc_eps2"] <= m["clean_acc"]
         assert 0 < m["n_trainable_params"] < m["n_params"]
+        assert m["trainable_groups"] == "bn+fc"
     assert 0.0 <= last["final_robust_acc"] <= last["final_clean_acc"] <= 1.0
     # every epoch's checkpoint is a loadable bnsweep checkpoint of this trial at that epoch
     for epoch, path in enumerate(rec.checkpoints, start=1):

@@ -30,7 +30,7 @@ def input_gradient(trial: Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     mode and precision (the unit of the cost model). Parameters are frozen for the pass because a
     torch.compile'd backward computes weight gradients even when only the input's is requested."""
     cfg = trial.cfg
-    with bn_mode(trial.model, cfg.attack_bn_mode, cfg.bn_stats), frozen(trial.params):
+    with bn_mode(trial.model, cfg.attack_bn_mode, cfg.bn_stats, trial.selected), frozen(trial.params):
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), trial.autocast():
             loss = F.cross_entropy(trial.forward(x).float(), y, reduction="sum")

@@ -8,6 +8,7 @@ one line naming the key, the value and what is allowed, before any data is loade
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from dataclasses import dataclass, fields
@@ -18,8 +19,7 @@ import yaml
 from bnsweep.errors import ConfigError
 
 DATASETS = ("cifar10", "cifar100", "planted", "digits")
-TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
-BN_STATS = ("update", "frozen")
+BN_STATS = ("update", "frozen", "selected")
 BN_INIT = ("ones", "uniform")
 TRAIN_ATTACKS = ("pgd", "fgsm", "none")
 ATTACK_BN_MODES = ("eval", "train")
@@ -48,7 +48,7 @@ class TrialConfig:
     init_checkpoint: str = ""  # the checkpoint a "from_stage:NAME" trial starts from (set by the sweep)
     bn_init: str = "ones"
     # what trains
-    trainable: str = "all"
+    trainable: str = "all"  # an expression over the model's groups, e.g. bn, bn+fc, bn@stage3, all-stem
     bn_stats: str = "update"
     # adversarial training
     train_attack: str = "pgd"
@@ -100,7 +100,6 @@ KEYS = tuple(f.name for f in fields(TrialConfig))
 _TYPES = {f.name: f.type for f in fields(TrialConfig)}
 _CHOICES = {
     "dataset": DATASETS,
-    "trainable": TRAINABLE,
     "bn_stats": BN_STATS,
     "bn_init": BN_INIT,
     "train_attack": TRAIN_ATTACKS,
@@ -179,6 +178,30 @@ def _check_model(value: str, where: str) -> None:
         raise ConfigError("model", value, str(err).split("allowed: ", 1)[-1], where) from None
 
 
+def _check_trainable(cfg: TrialConfig, where: str) -> None:
+    problem = _trainable_problem(cfg.model, cfg.width, cfg.trainable, cfg.train_attack != "none")
+    if problem:
+        raise ConfigError("trainable", cfg.trainable, problem, where)
+
+
+@functools.lru_cache(maxsize=256)
+def _trainable_problem(model: str, width: float, expression: str, attacked: bool) -> str | None:
+    """What is wrong with `expression` for this model (resolved on the meta device), or None."""
+    from bnsweep.core.models import skeleton
+    from bnsweep.core.trainable import SelectionError, group_list, trainable_names
+
+    net = skeleton(model, width=width)
+    allowed = (f"an expression over {model}'s groups ({group_list(net)}) joined by + and -, "
+               "e.g. bn+fc or all-stem (bnsweep layers shows them)")
+    try:
+        chosen = trainable_names(net, expression)
+    except SelectionError as err:
+        return f"{allowed}; here {err}"
+    if not chosen and attacked and expression != "none":
+        return f"{allowed}; here it selects no parameter while train_attack is not none (write none to train nothing)"
+    return None
+
+
 def _check_init(cfg: TrialConfig, where: str, check_paths: bool) -> None:
     if cfg.init == "random" or cfg.stage_init is not None:
         if cfg.stage_init == "":
@@ -214,6 +237,7 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
         raise ConfigError("device", cfg.device, "auto, cpu, cuda, cuda:N, mps", where)
     if cfg.train_attack != "none" and cfg.train_eps_255 == 0 and cfg.adv_fraction > 0:
         raise ConfigError("train_eps_255", cfg.train_eps_255, "a number > 0 when train_attack is not none", where)
+    _check_trainable(cfg, where)
     _check_init(cfg, where, check_paths)
     paths = {"data_dir": os.path.abspath(os.path.expanduser(cfg.data_dir))}
     if cfg.init not in ("random",) and cfg.stage_init is None:
@@ -290,6 +314,8 @@ def parse_yaml(text: str, where: str) -> Any:
 
 
 _ALLOWED_TEXT = {
+    "trainable": "an expression of groups (all, none, bn, conv, fc, stem, stageN, head, KIND@PLACE, "
+                 "glob:PATTERN) joined by + and -, e.g. bn, bn+fc, bn@stage3+fc, all-stem",
     "model": "resnet8, resnet20, resnet32, resnet56, resnet110, preact_resnet18, wrn-D-W (D = 6n+4)",
     "device": "auto, cpu, cuda, cuda:N, mps",
     "init": "random, a checkpoint path, {from_stage: NAME}",

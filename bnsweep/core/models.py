@@ -4,7 +4,9 @@ Every model takes images in [0, 1] and normalises them itself (a first ``Normali
 ``mean``/``std`` buffers), so attack radii are in pixel space for every data set. Conventions the rest
 of bnsweep relies on: convolutions have no bias, the only normalisation layers are plain
 ``nn.BatchNorm2d`` (so "train only BatchNorm" is well defined), the classifier is the ``nn.Linear``
-attribute ``fc``, and the forward pass returns raw logits.
+attribute ``fc``, and the forward pass returns raw logits. Top-level modules are registered in
+forward order, and the residual stages are the ones named ``layer1`` ... ``layerN``: what comes
+before them is the stem, what comes after them the head (the places `trainable` expressions name).
 """
 
 from __future__ import annotations
@@ -184,18 +186,30 @@ def build_model(name: str, num_classes: int, *, width: float = 1.0,
     resnet8 for CPU demos and width 1 reproduces the published architectures. The first submodule
     is ``normalize`` (buffers ``normalize.mean``/``normalize.std``); the classifier is ``model.fc``.
     """
+    model = _architecture(name, num_classes, width, mean, std)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+def skeleton(name: str, num_classes: int = 10, *, width: float = 1.0) -> nn.Module:
+    """`name` on the meta device: parameter names and shapes, no memory and no initialisation, for
+    checking `trainable` expressions before anything runs (random init on meta would import
+    torch._dynamo, seconds for nothing)."""
+    with torch.device("meta"):
+        return _architecture(name, num_classes, width, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def _architecture(name: str, num_classes: int, width: float, mean: Sequence[float],
+                  std: Sequence[float]) -> nn.Module:
     check_model_name(name)
     if not width > 0:
         raise ValueError(f"width: {width!r} is not allowed; allowed: a number > 0")
     norm = Normalize(mean, std)
     if name in _RESNET_DEPTHS:
-        model: nn.Module = CifarResNet(_RESNET_DEPTHS[name], num_classes, width, norm)
-    elif name == "preact_resnet18":
-        model = PreActResNet18(num_classes, width, norm)
-    else:
-        depth, widen = _parse_wrn(name)  # type: ignore[misc]  # validated by check_model_name
-        model = WideResNet(depth, widen, num_classes, width, norm)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    return model
+        return CifarResNet(_RESNET_DEPTHS[name], num_classes, width, norm)
+    if name == "preact_resnet18":
+        return PreActResNet18(num_classes, width, norm)
+    depth, widen = _parse_wrn(name)  # type: ignore[misc]  # validated by check_model_name
+    return WideResNet(depth, widen, num_classes, width, norm)

@@ -27,10 +27,12 @@ from bnsweep.core.models import build_model
 from bnsweep.core.trainable import (
     bn_mode,
     count_params,
+    describe,
     frozen,
     init_bn,
     set_trainable,
     train_mode,
+    trainable_names,
 )
 
 Report = Callable[[dict[str, Any], "str | None"], None]
@@ -75,7 +77,8 @@ class Trial:
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
-        self.params = set_trainable(self.model, cfg.trainable)
+        self.selected = trainable_names(self.model, cfg.trainable)
+        self.params = set_trainable(self.model, self.selected)
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay) if self.params else None
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -105,7 +108,7 @@ class Trial:
     # -- training ----------------------------------------------------------------------------
     def adversarial(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
-        with bn_mode(self.model, cfg.attack_bn_mode, cfg.bn_stats), frozen(self.params):
+        with bn_mode(self.model, cfg.attack_bn_mode, cfg.bn_stats, self.selected), frozen(self.params):
             return pgd(self.forward, x, y, eps=cfg.train_eps_255 / 255, step=cfg.train_step_255 / 255,
                        steps=1 if cfg.train_attack == "fgsm" else cfg.train_steps,
                        generator=self.generator, autocast=self.autocast())
@@ -116,7 +119,7 @@ class Trial:
         n_adv = round(cfg.adv_fraction * len(y)) if cfg.train_attack != "none" else 0
         if n_adv:
             x = torch.cat([self.adversarial(x[:n_adv], y[:n_adv]), x[n_adv:]])
-        train_mode(self.model, cfg.bn_stats)
+        train_mode(self.model, cfg.bn_stats, self.selected)
         grad = torch.enable_grad() if self.optimizer else torch.no_grad()
         with grad, self.autocast():
             logits = self.forward(x)
@@ -203,22 +206,22 @@ class Trial:
     def run(self, report: Report) -> dict[str, Any]:
         """Train the remaining epochs, reporting once per epoch; return the last metrics."""
         n_trainable, n_params = count_params(self.model)
+        sizes = {"n_trainable_params": n_trainable, "n_params": n_params,
+                 "trainable_groups": describe(self.model, self.selected)}
         metrics: dict[str, Any] = self.history[-1] if self.history else {}
         while self.epoch < self.cfg.epochs:
             start = time.perf_counter()
             try:
                 metrics = self.train_epoch()
             except Diverged as err:
-                metrics = {"epoch": self.epoch + 1, "diverged": True, "diverged_reason": str(err),
-                           "n_trainable_params": n_trainable, "n_params": n_params}
+                metrics = {"epoch": self.epoch + 1, "diverged": True, "diverged_reason": str(err), **sizes}
                 report(metrics, None)  # no checkpoint: the weights are no longer finite
                 return metrics
             metrics.update(self.evaluate_epoch())
             self.epoch += 1
             if self.epoch == self.cfg.epochs:
                 metrics.update(self.final_evaluation())
-            metrics = {"epoch": self.epoch, **metrics, "epoch_s": time.perf_counter() - start,
-                       "n_trainable_params": n_trainable, "n_params": n_params}
+            metrics = {"epoch": self.epoch, **metrics, "epoch_s": time.perf_counter() - start, **sizes}
             self.history.append(metrics)
             self._report(report, metrics)
         return metrics
