@@ -99,7 +99,7 @@ class TrialConfig:
 
 
 KEYS = tuple(f.name for f in fields(TrialConfig))
-_TYPES = {f.name: f.type for f in fields(TrialConfig)}
+TYPES = {f.name: f.type for f in fields(TrialConfig)}  # "int", "float", "str", "bool" or the radii tuple
 _CHOICES = {
     "dataset": DATASETS,
     "trainable": TRAINABLE,
@@ -140,7 +140,7 @@ _RANGES = {
 
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Check a value's type; ints are accepted where floats are expected, nothing else is converted."""
-    kind = _TYPES[key]
+    kind = TYPES[key]
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -171,7 +171,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 def _check_range(key: str, value: float, where: str) -> None:
     low, high, inclusive = _RANGES[key]
     if not ((value >= low if inclusive else value > low) and value <= high):
-        kind = "an integer" if _TYPES[key] == "int" else "a number"
+        kind = "an integer" if TYPES[key] == "int" else "a number"
         raise ConfigError(key, value, f"{kind} {'>=' if inclusive else '>'} {low} and <= {high}", where)
 
 
@@ -202,7 +202,7 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
     """
     values = dict(values or {})
     for key in values:
-        if key not in _TYPES:
+        if key not in TYPES:
             raise ConfigError("key", key, "one of " + ", ".join(KEYS), where)
     if isinstance(values.get("init"), Mapping):
         values["init"] = _stage_init_string(values["init"], where)
