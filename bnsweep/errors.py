@@ -35,11 +35,12 @@ def shown(value: Any) -> str:
     """repr(value) for a one-line message: cut to MAX_SHOWN characters, never raising (repr of an int
     of thousands of digits does) and never walking a huge structure in full."""
     try:
-        text = _SHORT.repr(value)
+        text = repr(value) if isinstance(value, str) else _SHORT.repr(value)
     except ValueError:  # an int longer than sys.get_int_max_str_digits()
         return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
     if len(text) > MAX_SHOWN:
-        text = f"{text[:MAX_SHOWN - 30]}...{text[-20:]} ({len(text)} characters)"
+        size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+        text = f"{text[:MAX_SHOWN - 30]}...{text[-20:]}{size}"
     return text.replace("\n", "\\n")
 
 

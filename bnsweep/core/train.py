@@ -229,15 +229,22 @@ class Trial:
             report(metrics, tmp)
 
 
+def start(cfg: TrialConfig, resume: str | None = None) -> Trial:
+    """Build a trial (data, model, starting weights) and restore the checkpoint `resume` of this
+    trial: everything that can refuse bad input happens here, before anything trains or is written."""
+    trial = Trial(cfg)
+    if resume:
+        trial.restore(checkpoints.load(resume, key="resume"))
+    return trial
+
+
 def fit(cfg: TrialConfig, report: Report, resume: str | None = None,
         progress: Progress | None = None) -> dict[str, Any]:
     """Run one trial. `report(metrics, checkpoint_dir)` is called once per epoch; the directory holds
     `checkpoint.pt` and is deleted after `report` returns (None for a diverged trial, whose weights
     are not worth keeping). `resume` is a checkpoint of this trial; `progress` wraps each epoch's
     batch iterator (a progress bar)."""
-    trial = Trial(cfg)
+    trial = start(cfg, resume)
     if progress:
         trial.progress = progress
-    if resume:
-        trial.restore(checkpoints.load(resume, key="resume"))
     return trial.run(report)
