@@ -244,9 +244,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bnsweep.results.report import write_report
+    output = _output(args.output, "-o", directory=True)
+    from bnsweep.results.report import write_report  # matplotlib: only for a command worth running
 
-    print(write_report(args.paths, _output(args.output, "-o", directory=True), args.metric, args.mode))
+    print(write_report(args.paths, output, args.metric, args.mode))
     return 0
 
 

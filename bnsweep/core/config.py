@@ -289,7 +289,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 # below what exhausts memory or Python's stack.
 MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 50  # nesting levels, aliases followed
-MAX_VALUES = 100_000  # nodes once aliases are expanded (a 1 kB file of nested aliases expands to billions)
+MAX_VALUES = 10_000  # nodes once aliases are expanded (a 1 kB file of nested aliases expands to billions)
 MAX_INT_DIGITS = 100
 
 
@@ -308,8 +308,20 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self._depth = 0
+        self._depth = 0  # of the node being composed, as written
+        self._values = 0  # composed so far, aliases counted as what they expand to
         self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
+
+    def fetch_flow_collection_start(self, token_class):
+        # the scanner looks ahead over a whole flow collection: stop at the depth, not after it
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def add_indent(self, column):
+        if len(self.indents) >= MAX_DEPTH:
+            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
+        return super().add_indent(column)
 
     def compose_node(self, parent, index):
         if self._depth >= MAX_DEPTH:
@@ -319,24 +331,41 @@ class _Loader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-        if id(node) not in self._expanded:  # an alias returns a node measured already
+        if id(node) in self._expanded:  # an alias: a node composed (and counted) before, once more
+            self._values += self._expanded[id(node)][0]
+        else:
             self._measure(node)
+            self._values += 1  # its children were counted as they were composed
+        if self._values > MAX_VALUES:
+            raise _TooBig(None, None, f"more than {MAX_VALUES} values once aliases are expanded", node.start_mark)
         return node
 
     def _measure(self, node: yaml.Node) -> None:
+        """Record the node's size and depth with aliases expanded, from its children's."""
         children = node.value if isinstance(node, yaml.SequenceNode) else \
             [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
         measured = [self._expanded[id(child)] for child in children]
-        values = 1 + sum(m[0] for m in measured)
         depth = 1 + max((m[1] for m in measured), default=0)
-        if values > MAX_VALUES or depth > MAX_DEPTH:
-            problem = (f"more than {MAX_VALUES} values" if values > MAX_VALUES else
-                       f"nesting deeper than {MAX_DEPTH} levels") + " once aliases are expanded"
-            raise _TooBig(None, None, problem, node.start_mark)
-        self._expanded[id(node)] = (values, depth)
+        if depth > MAX_DEPTH:
+            raise _TooBig(None, None, f"nesting deeper than {MAX_DEPTH} levels once aliases are expanded",
+                          node.start_mark)
+        self._expanded[id(node)] = (1 + sum(m[0] for m in measured), depth)
+
+    def construct_mapping(self, node, deep=False):
+        """Refuse a key written twice in one mapping (YAML's loaders silently keep the last one, so
+        a second `trial:` would drop the first); keys merged in with `<<` may still be overridden."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if (key.tag, key.value) in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"found the key {key.value!r} twice",
+                                                                key.start_mark)
+                    seen.add((key.tag, key.value))
+        return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
-        digits = sum(ch.isdigit() for ch in node.value)
+        digits = len(node.value.lstrip("+-").replace("_", ""))  # hex and binary too
         if digits > MAX_INT_DIGITS:
             raise _TooBig(None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
                           node.start_mark)
@@ -393,5 +422,8 @@ def parse_yaml(text: str, where: str) -> Any:
                           f"{err.problem})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError("file", where, f"valid YAML; parse error{at}: {getattr(err, 'problem', err)}") from None
+        offset = getattr(err, "position", None)  # a reader error (a control character) has no mark
+        line = mark.line + 1 if mark else text.count("\n", 0, offset) + 1 if offset is not None else None
+        problem = " ".join(str(getattr(err, "problem", None) or str(err).splitlines()[0]).split())
+        at = f" (line {line})" if line else ""
+        raise ConfigError("file", where, f"valid YAML; parse error{at}: {problem}") from None
