@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the sweep file's name:)")
     p.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or head:6379 "
                                      "(default: RAY_ADDRESS, else a local Ray on this machine)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already")
+    p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already (else start it)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="finish an interrupted sweep",

@@ -137,8 +137,24 @@ def test_checkpoint_that_is_not_one_and_pickle_that_runs_code_are_refused(tmp_pa
         code = main(["train", "--set", "dataset=planted", "model=resnet8", f"init={path}", "epochs=1",
                      "--out", str(tmp_path / "out")])
         assert code == 2
-        assert str(path) in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert str(path) in err and len(err.strip().splitlines()) == 1
+        assert "weights_only=False" not in err and "weights_only` set to `False" not in err  # torch's advice
     assert not os.path.exists("/tmp/bnsweep-pwned")
+
+
+def test_eval_names_the_checkpoint_whose_weights_do_not_fit(tmp_path, capsys):
+    """A checkpoint whose config says width 0.25 but whose weights are width 0.5."""
+    from bnsweep.core import checkpoints
+    from bnsweep.core.models import build_model
+
+    path = str(tmp_path / "lying.pt")
+    checkpoints.save(path, {"model": build_model("resnet8", 10, width=0.5).state_dict(), "epoch": 1,
+                            "config": {"dataset": "planted", "model": "resnet8", "width": 0.25}})
+    assert main(["eval", path, "--n", "8"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and f"checkpoint: {path!r}" in line and "shape" in line
+    assert "random" not in line
 
 
 def test_bad_command_lines(tmp_path, capsys):
@@ -338,8 +354,9 @@ HOSTILE_FILES = [
     ("block-lists-3000-deep", lambda p: p.write_text("stages:\n" + "- " * 3000 + "x\n"), ["nested deeper"]),
     ("mappings-5000-deep", lambda p: p.write_text("{a: " * 5000 + "1" + "}" * 5000 + "\n"), ["nested deeper"]),
     ("alias-bomb-lists", lambda p: p.write_text(ALIAS_BOMB), ["aliases"]),
-    ("alias-bomb-mappings", lambda p: p.write_text("m0: &m0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8}\n" + "".join(
-        f"m{i}: &m{i} {{{', '.join(f'k{j}: *m{i - 1}' for j in range(8))}}}\n" for i in range(1, 9))), ["aliases"]),
+    ("alias-bomb-mappings", lambda p: p.write_text("m0: &m0 {a: 1, b: 2, c: 3, d: 4}\n" + "".join(
+        f"m{i}: &m{i} {{{', '.join(f'k{j}: *m{i - 1}' for j in range(8))}}}\n" for i in range(1, 9))),
+     ["aliases"]),
     ("alias-chain-deep", lambda p: p.write_text("a0: &a0 " + "[" * 40 + "1" + "]" * 40 + "\n" + "".join(
         f"a{i}: &a{i} " + "[" * 40 + f"*a{i - 1}" + "]" * 40 + "\n" for i in range(1, 30))), ["deeper"]),
     ("trial-twice", lambda p: p.write_text("trial: {epochs: 1}\ngrid: {seed: [0]}\ntrial: {lr: 0.1}\n"),

@@ -109,6 +109,15 @@ def test_mixed_sweep_history_and_objectives(mixed_dir):
         ("pre", "clean_acc", "max"), ("adv", "robust_acc", "max")]
 
 
+def test_an_experiment_named_twice_counts_once(mixed_dir, tmp_path):
+    """A sweep and one of its stages, or another spelling of the same directory (a symlink, `..`)."""
+    (tmp_path / "link").symlink_to(mixed_dir)
+    spellings = [mixed_dir, mixed_dir / "pre", tmp_path / "link" / "adv", f"{mixed_dir}/pre/../adv",
+                 f"file://{mixed_dir}"]
+    df = results.load(spellings)
+    assert len(df) == len(results.load(mixed_dir)) and not df["trial_dir"].duplicated().any()
+
+
 def test_partial_last_line_and_restored_trial(tmp_path):
     rows = realistic_rows(3, random.Random(0))
     exp = write_experiment(tmp_path / "s" / "main",
