@@ -130,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = make_config({**saved, "device": args.device, "eval_n": args.n, "eval_eps_255": args.eps_255,
                        "eval_steps": args.steps, "eval_restarts": args.restarts})
     trial = Trial(dataclasses.replace(cfg, init="random"))
-    checkpoints.load_weights(trial.model, state, {**cfg.to_dict(), "init": args.checkpoint}, key="checkpoint")
+    checkpoints.load_weights(trial.model, state, cfg.to_dict(), args.checkpoint, key="checkpoint")
     x, y = trial.eval_split()
     out = robust_accuracy(trial.model, x, y, attack=args.attack, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps,
                           step_255=0, restarts=cfg.eval_restarts, seed=cfg.seed)

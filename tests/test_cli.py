@@ -134,6 +134,10 @@ def test_train_writes_run_refuses_rerun_resumes_and_evals(capsys, tmp_path):
     assert main(["train", "--out", str(out), "--resume", "--set", "epochs=1"]) == 2
     assert "epochs: 1" in one_error_line(capsys)
     assert read_jsonl(out / "resumes.jsonl") == resumes and read_jsonl(out / "metrics.jsonl") == metrics
+    # ... and so is another architecture, naming the checkpoint it does not fit
+    assert main(["train", "--out", str(out), "--resume", "--set", "width=0.5"]) == 2
+    assert f"resume: {str(out / 'checkpoint.pt')!r}" in one_error_line(capsys)
+    assert read_jsonl(out / "resumes.jsonl") == resumes
     # ... and with more epochs it continues from epoch 3; config.json stays as the run began
     assert main(["train", "--out", str(out), "--resume", "--set", "epochs=3"]) == 0
     assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]

@@ -53,10 +53,11 @@ def load(path: str, key: str = "init") -> dict[str, Any]:
     return state
 
 
-def check_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], key: str = "init") -> None:
-    """Refuse weights made for another architecture: the saved model and width first (the clearest
-    message), then every tensor's name and shape against `model` (which may live on the meta device)."""
-    path = config.get("init", "")
+def check_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], path: str,
+                  key: str = "init") -> None:
+    """Refuse the weights of checkpoint `path` when made for another architecture than `config`'s:
+    the saved model and width first (the clearest message), then every tensor's name and shape
+    against `model` (which may live on the meta device). Errors name `key` and `path`."""
     saved = state.get("config") or {}
     for k in ARCH_KEYS:
         if k in saved and saved[k] != config[k]:
@@ -79,10 +80,11 @@ def check_fits(path: str, model: str, width: float, num_classes: int, key: str =
 
     with torch.device("meta"):
         target = build_model(model, num_classes, width=width)
-    check_weights(target, load(path, key), {"model": model, "width": width, "init": path}, key)
+    check_weights(target, load(path, key), {"model": model, "width": width}, path, key)
 
 
-def load_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], key: str = "init") -> None:
-    """Load the checkpoint's weights into `model`, refusing one made for another architecture."""
-    check_weights(model, state, config, key)
+def load_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], path: str,
+                 key: str = "init") -> None:
+    """Load the weights of checkpoint `path` into `model`, refusing one made for another architecture."""
+    check_weights(model, state, config, path, key)
     model.load_state_dict(state["model"])

@@ -71,7 +71,7 @@ class Trial:
         init_bn(self.model, cfg.bn_init)
         init_path = cfg.init_checkpoint if cfg.stage_init else cfg.init
         if init_path != "random":
-            checkpoints.load_weights(self.model, checkpoints.load(init_path), cfg.to_dict())
+            checkpoints.load_weights(self.model, checkpoints.load(init_path), cfg.to_dict(), init_path)
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -93,9 +93,10 @@ class Trial:
                 "epoch": self.epoch, "generator": self.generator.get_state(),
                 "config": self.cfg.to_dict(), "metrics": self.history}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, path: str) -> None:
         """Continue from a checkpoint of this same trial (after a crash or an interruption)."""
-        checkpoints.load_weights(self.model, state, self.cfg.to_dict(), key="resume")
+        state = checkpoints.load(path, key="resume")
+        checkpoints.load_weights(self.model, state, self.cfg.to_dict(), path, key="resume")
         if self.optimizer and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -234,7 +235,7 @@ def start(cfg: TrialConfig, resume: str | None = None) -> Trial:
     trial: everything that can refuse bad input happens here, before anything trains or is written."""
     trial = Trial(cfg)
     if resume:
-        trial.restore(checkpoints.load(resume, key="resume"))
+        trial.restore(resume)
     return trial
 
 
