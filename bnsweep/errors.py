@@ -25,7 +25,7 @@ def _rebuild(cls: type, message: str, state: dict[str, Any]) -> BadInput:
 
 
 MAX_SHOWN = 120  # characters of a bad value quoted in a message; longer ones are cut in the middle
-# repr that stops after a few items of a container (a YAML document can hold 100,000 values)
+# repr that stops after a few items of a container (a YAML document can hold 10,000 values)
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple, _SHORT.maxset = 4, 8, 8, 8, 8
 _SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 10 * MAX_SHOWN

@@ -78,7 +78,7 @@ def test_experiment_dir_uri_and_list(ray_dir):
     assert set(by_dir["experiment"]) == {"ray_sweep"} and set(by_dir["stage"]) == {"main"}
     by_uri = results.load(f"file://{ray_dir}")
     assert sorted(by_uri["trial_id"]) == sorted(by_dir["trial_id"])
-    assert len(results.load([ray_dir, ray_dir / "main"])) == 8
+    assert len(results.load([ray_dir, ray_dir / "main"])) == 4  # the same stage twice counts once
     assert len(results.history(f"file://{ray_dir / 'main'}")) == 3 * EPOCHS + 1
 
 

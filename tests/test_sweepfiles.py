@@ -18,7 +18,7 @@ def data_present(monkeypatch):
     test_bad_input.py), which this machine need not have."""
     from bnsweep.core import data
 
-    monkeypatch.setattr(data, "missing_file", lambda name, data_dir: None)
+    monkeypatch.setattr(data, "missing_files", lambda name, data_dir: None)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])

@@ -239,11 +239,9 @@ def _check_data(cfg: TrialConfig, where: str, check_paths: bool) -> None:
         if getattr(cfg, key) > most:
             raise ConfigError(key, getattr(cfg, key), f"0 (the whole split) or at most {most} for {cfg.dataset}",
                               where)
-    missing = data.missing_file(cfg.dataset, cfg.data_dir) if check_paths and not cfg.download else None
+    missing = data.missing_files(cfg.dataset, cfg.data_dir) if check_paths and not cfg.download else None
     if missing:
-        raise ConfigError("data_dir", cfg.data_dir, f"a directory holding {cfg.dataset} ({missing} is missing; "
-                          "extract the data set's archive from https://www.cs.toronto.edu/~kriz/cifar.html "
-                          "there, or set download: true)", where)
+        raise ConfigError("data_dir", cfg.data_dir, f"a directory holding {cfg.dataset} ({missing})", where)
 
 
 def _check_checkpoint(cfg: TrialConfig, where: str) -> None:
@@ -263,6 +261,7 @@ def _check_checkpoint(cfg: TrialConfig, where: str) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _checkpoint_fits(path: str, version: Any, model: str, width: float, dataset: str, data_dir: str) -> None:
+    """check_fits, once per (file version, architecture): grids validate a checkpoint per cell."""
     from bnsweep.core import checkpoints, data
 
     checkpoints.check_fits(path, model, width, data.sizes(dataset, data_dir).num_classes)

@@ -65,13 +65,15 @@ def sizes(name: str, data_dir: str) -> Sizes:
     return _SIZES[name]
 
 
-def missing_file(name: str, data_dir: str) -> str | None:
-    """The first file `name` needs under `data_dir` that is not there (None: complete, or no files needed)."""
+def missing_files(name: str, data_dir: str) -> str | None:
+    """What `name` lacks under `data_dir` and how to get it (None: complete, or no files needed)."""
     if name not in _CIFAR_FILES:
         return None
-    folder = os.path.join(os.path.abspath(os.path.expanduser(data_dir)), _CIFAR_FOLDERS[name][0])
-    return next((os.path.join(folder, f) for f in _CIFAR_FILES[name]
-                 if not os.path.isfile(os.path.join(folder, f))), None)
+    folder, archive = _CIFAR_FOLDERS[name]
+    folder = os.path.join(os.path.abspath(os.path.expanduser(data_dir)), folder)
+    missing = next((f for f in _CIFAR_FILES[name] if not os.path.isfile(os.path.join(folder, f))), None)
+    return missing and (f"{os.path.join(folder, missing)} is missing; extract {archive} "
+                        "(https://www.cs.toronto.edu/~kriz/cifar.html) there, or set download: true")
 
 
 @dataclass(frozen=True)
