@@ -17,6 +17,28 @@ from typing import Any
 from bnsweep.errors import BadInput, ConfigError, UsageError
 
 EXIT_BAD_INPUT = 2
+RESUMES_FILE = "resumes.jsonl"  # `train --resume`: one line per resume, the config it continued with
+
+
+# -- output paths ------------------------------------------------------------------------------
+
+def _output(path: str, option: str, *, directory: bool) -> str:
+    """An output path, checked before any work: local, not the wrong kind of thing, under a directory
+    one may write to (missing parent directories are created when writing). Returns it absolute."""
+    allowed = "a directory, new or existing" if directory else "a file name, not a directory"
+    if "://" in path:
+        raise ConfigError(option, path, f"a local path: {allowed}")
+    path = os.path.abspath(path)
+    if os.path.exists(path) and os.path.isdir(path) != directory:
+        raise ConfigError(option, path, f"{allowed} (this is a {'file' if directory else 'directory'})")
+    existing = path if os.path.exists(path) else os.path.dirname(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) and existing != path:
+        raise ConfigError(option, path, f"{allowed} ({existing} is a file)")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(option, path, f"{allowed} where you may write ({existing} is not writable)")
+    return path
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -48,9 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from bnsweep.core import checkpoints
-    from bnsweep.core.train import fit
+    from bnsweep.core.train import start
 
-    out = os.path.abspath(args.out)
+    out = _output(args.out, "--out", directory=True)
     metrics_file = os.path.join(out, "metrics.jsonl")
     checkpoint = os.path.join(out, checkpoints.FILENAME)
     if os.path.exists(metrics_file) and not args.resume:
@@ -58,11 +80,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: {out!r} already holds a run; allowed: a new directory, or --resume to continue it")
     if args.resume and not os.path.exists(checkpoint):
         raise UsageError(f"--resume: {out!r} holds no {checkpoints.FILENAME}; allowed: a directory of an earlier run")
-    # A resumed run keeps its saved config (--config/--set may still change keys, e.g. epochs).
-    cfg = _trial_config(args, checkpoints.load(checkpoint, key="resume")["config"] if args.resume else None)
+    # A resumed run keeps its saved config (--config/--set may still change keys, e.g. more epochs).
+    saved = checkpoints.load(checkpoint, key="resume") if args.resume else None
+    cfg = _trial_config(args, saved["config"] if saved else None)
+    if saved and cfg.epochs < saved["epoch"]:
+        raise ConfigError("epochs", cfg.epochs, f"an integer >= {saved['epoch']} (the checkpoint has trained "
+                          f"{saved['epoch']} epochs)", "--resume")
+    trial = start(cfg, resume=checkpoint if saved else None)  # data, model and weights: may still refuse
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as fh:
-        json.dump(cfg.to_dict(), fh, indent=2)
+    if saved:  # config.json stays as the run began; each resume appends the config it continued with
+        with open(os.path.join(out, RESUMES_FILE), "a") as fh:
+            fh.write(json.dumps({"from_epoch": saved["epoch"], "config": cfg.to_dict()}) + "\n")
+    else:
+        with open(os.path.join(out, "config.json"), "w") as fh:
+            json.dump(cfg.to_dict(), fh, indent=2)
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         tqdm.write(_format_metrics(metrics))
@@ -72,10 +103,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             shutil.copyfile(os.path.join(checkpoint_dir, checkpoints.FILENAME), checkpoint + ".tmp")
             os.replace(checkpoint + ".tmp", checkpoint)
 
-    def progress(batches, total: int, desc: str):
-        return tqdm(batches, total=total, desc=desc, leave=False, file=sys.stderr)
-
-    final = fit(cfg, report, resume=checkpoint if args.resume else None, progress=progress)
+    trial.progress = lambda batches, total, desc: tqdm(batches, total=total, desc=desc, leave=False,
+                                                       file=sys.stderr)
+    final = trial.run(report)
     with open(os.path.join(out, "final.json"), "w") as fh:
         json.dump(final, fh, indent=2)
     if final.get("diverged"):
@@ -100,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = make_config({**saved, "device": args.device, "eval_n": args.n, "eval_eps_255": args.eps_255,
                        "eval_steps": args.steps, "eval_restarts": args.restarts})
     trial = Trial(dataclasses.replace(cfg, init="random"))
-    checkpoints.load_weights(trial.model, state, {**cfg.to_dict(), "init": args.checkpoint}, key="checkpoint")
+    checkpoints.load_weights(trial.model, state, cfg.to_dict(), args.checkpoint, key="checkpoint")
     x, y = trial.eval_split()
     out = robust_accuracy(trial.model, x, y, attack=args.attack, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps,
                           step_255=0, restarts=cfg.eval_restarts, seed=cfg.seed)
@@ -211,20 +241,34 @@ def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
     return 0
 
 
+def _address(args: argparse.Namespace) -> str | None:
+    from bnsweep.sweep.driver import check_address
+
+    check_address(args.address)
+    if args.address is None:
+        check_address(os.environ.get("RAY_ADDRESS"), key="RAY_ADDRESS")
+    return args.address
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bnsweep.sweep.storage import sweep_dir
     from bnsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep)
+    address = _address(args)
     root = sweep_dir(args.storage, args.name or sweep.name)
-    return _run(sweep, root, resume=args.resume, address=args.address)
+    if "://" not in root:
+        _output(args.storage, "--storage", directory=True)
+        _output(root, "--storage", directory=True)
+    return _run(sweep, root, resume=args.resume, address=address)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from bnsweep.sweep.driver import resume_sweep
 
+    address = _address(args)
     root = args.dir if "://" in args.dir else os.path.abspath(args.dir)
-    return _run(resume_sweep(root), root, resume=True, address=args.address)
+    return _run(resume_sweep(root), root, resume=True, address=address)
 
 
 # -- results -----------------------------------------------------------------------------------
@@ -238,6 +282,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from bnsweep.results.formats import SUFFIX_FORMAT
 
     fmt = args.format or SUFFIX_FORMAT.get(os.path.splitext(args.output or "")[1], "table")
+    if args.output:
+        _output(args.output, "-o", directory=False)
     df = (results.history if args.history else results.load)(args.paths)
     df = results.select(df, args.where, _split(args.columns), _split(args.sort), args.desc)
     results.write_frame(df, fmt, args.output)
@@ -245,9 +291,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bnsweep.results.report import write_report
+    output = _output(args.output, "-o", directory=True)
+    from bnsweep.results.report import write_report  # matplotlib: only for a command worth running
 
-    print(write_report(args.paths, args.output, args.metric, args.mode))
+    print(write_report(args.paths, output, args.metric, args.mode))
     return 0
 
 
@@ -255,6 +302,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bnsweep import results
     from bnsweep.results import tables
 
+    output = args.output and _output(args.output, "-o", directory=False)
     df = results.select(results.load(args.paths), where=args.where)
     statuses = sorted(set(df["status"])) if args.all_statuses else ("terminated",)
     table = tables.summarize(df, statuses=statuses, radii=args.eps_255)
@@ -264,8 +312,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.format in ("latex", "both"):
         parts.append(tables.to_latex(table))
     text = "\n".join(parts)
-    if args.output:
-        with open(args.output, "w") as fh:
+    if output:
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        with open(output, "w") as fh:
             fh.write(text)
     else:
         sys.stdout.write(text)
@@ -279,6 +328,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from bnsweep import results
     from bnsweep.results import figures
 
+    output = args.output or f"{args.kind}.png"
+    for suffix in (".png", ".pdf"):  # the PDF goes beside the PNG
+        _output(os.path.splitext(output)[0] + suffix, "-o", directory=False)
     per_epoch = args.kind == "training"
     frame = (results.history if per_epoch else results.load)(args.paths)
     draw = {"study": figures.study_figure, "robustness": figures.robustness_curves,
@@ -287,7 +339,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
         fig = draw(results.select(frame, where=args.where))
     except ValueError as err:  # nothing to plot
         raise UsageError(f"{args.kind}: {err}") from None
-    print("\n".join(map(str, figures.save_figure(fig, args.output or f"{args.kind}.png"))))
+    print("\n".join(map(str, figures.save_figure(fig, output))))
     return 0
 
 
@@ -344,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the sweep file's name:)")
     p.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or head:6379 "
                                      "(default: RAY_ADDRESS, else a local Ray on this machine)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already")
+    p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already (else start it)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="finish an interrupted sweep",

@@ -6,6 +6,7 @@ one raised inside a Ray trial reaches the driver with its message intact.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 
@@ -23,13 +24,33 @@ def _rebuild(cls: type, message: str, state: dict[str, Any]) -> BadInput:
     return err
 
 
+MAX_SHOWN = 120  # characters of a bad value quoted in a message; longer ones are cut in the middle
+# repr that stops after a few items of a container (a YAML document can hold 10,000 values)
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxtuple, _SHORT.maxset = 4, 8, 8, 8, 8
+_SHORT.maxstring = _SHORT.maxlong = _SHORT.maxother = 10 * MAX_SHOWN
+
+
+def shown(value: Any) -> str:
+    """repr(value) for a one-line message: cut to MAX_SHOWN characters, never raising (repr of an int
+    of thousands of digits does) and never walking a huge structure in full."""
+    try:
+        text = repr(value) if isinstance(value, str) else _SHORT.repr(value)
+    except ValueError:  # an int longer than sys.get_int_max_str_digits()
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    if len(text) > MAX_SHOWN:
+        size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+        text = f"{text[:MAX_SHOWN - 30]}...{text[-20:]}{size}"
+    return text.replace("\n", "\\n")
+
+
 class ConfigError(BadInput):
     """A bad key or value of a trial, a sweep file or a command-line option."""
 
     def __init__(self, key: str, value: Any, allowed: str, where: str = ""):
         self.key, self.value, self.allowed = key, value, allowed
         prefix = f"{where}: " if where else ""
-        super().__init__(f"{prefix}{key}: {value!r} is not allowed; allowed: {allowed}")
+        super().__init__(f"{prefix}{key}: {shown(value)} is not allowed; allowed: {allowed}")
 
 
 class DataError(BadInput):

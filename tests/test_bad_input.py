@@ -150,7 +150,9 @@ def test_checkpoint_that_is_not_one_and_pickle_that_runs_code_are_refused(tmp_pa
         code = main(["train", "--set", "dataset=planted", "model=resnet8", f"init={path}", "epochs=1",
                      "--out", str(tmp_path / "out")])
         assert code == 2
-        assert str(path) in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert str(path) in err and len(err.strip().splitlines()) == 1
+        assert "weights_only=False" not in err and "weights_only` set to `False" not in err  # torch's advice
     assert not os.path.exists("/tmp/bnsweep-pwned")
 
 
@@ -166,6 +168,20 @@ def test_bad_trainable_on_the_command_line_writes_nothing(expression, term, tmp_
     assert not out.exists()
 
 
+def test_eval_names_the_checkpoint_whose_weights_do_not_fit(tmp_path, capsys):
+    """A checkpoint whose config says width 0.25 but whose weights are width 0.5."""
+    from bnsweep.core import checkpoints
+    from bnsweep.core.models import build_model
+
+    path = str(tmp_path / "lying.pt")
+    checkpoints.save(path, {"model": build_model("resnet8", 10, width=0.5).state_dict(), "epoch": 1,
+                            "config": {"dataset": "planted", "model": "resnet8", "width": 0.25}})
+    assert main(["eval", path, "--n", "8"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert len(line.splitlines()) == 1 and f"checkpoint: {path!r}" in line and "shape" in line
+    assert "random" not in line
+
+
 def test_bad_command_lines(tmp_path, capsys):
     cases = [
         (["train", "--set", "trainable=bnn"], "trainable"),
@@ -178,3 +194,269 @@ def test_bad_command_lines(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and word in err, (argv, err)
+
+
+# -- validation that used to happen only after Ray started ---------------------------------------
+# Each row: (id, sweep file text with TMP for the test's directory, words the one line must contain).
+# TMP holds: notes.pt (text), r8.pt (resnet8 width 0.25, with its config), r8-bare.pt (the same
+# weights, no config), ckptdir/ and nocifar/ (empty), partial/ (cifar100 with its train file only).
+UP_FRONT = [
+    # schedulers
+    ("asha-grace-above-max-t", "scheduler: {asha: {max_t: 2, grace_period: 4}}\n",
+     ["scheduler.asha.grace_period", "4", "<= 2"]),
+    ("asha-grace-above-epochs", "trial: {epochs: 2}\nscheduler: {asha: {grace_period: 9}}\n",
+     ["scheduler.asha.grace_period", "9", "epochs"]),
+    ("asha-final-metric", "metric: final_clean_acc\nscheduler: {asha: {max_t: 1}}\n",
+     ["metric", "final_clean_acc", "every epoch"]),
+    ("asha-huge-max-t", "scheduler: {asha: {max_t: 10000000000}}\n", ["scheduler.asha.max_t", "<= 100000"]),
+    # names: bnsweep's own files, length, case-insensitive duplicates
+    ("stage-named-state-file", "stages:\n  - name: bnsweep_state.json\n", ["stages[0].name", "bnsweep_state.json"]),
+    ("stage-named-SWEEP.YAML", "stages:\n  - name: a\n  - name: SWEEP.YAML\n", ["stages[1].name", "SWEEP.YAML"]),
+    ("stage-named-temp-file", "stages:\n  - name: sweep.yaml.tmp\n", ["stages[0].name", "sweep.yaml.tmp"]),
+    ("stage-150-chars", f"stages:\n  - name: {'s' * 150}\n", ["stages[0].name", "150 characters", "1 to 100"]),
+    ("name-256-chars", f"name: {'n' * 256}\n", ["name", "256 characters", "1 to 100"]),
+    ("stages-differ-in-case", "stages:\n  - name: adv\n  - name: ADV\n", ["stages[1].name", "ADV"]),
+    # search: the sampler must draw the key's type; init is not searched
+    ("uniform-n-test", "search: {n_test: {uniform: [100, 200]}}\n", ["search.n_test", "randint or choice"]),
+    ("loguniform-eval-n", "search: {eval_n: {loguniform: [10, 1000]}}\n", ["search.eval_n", "randint"]),
+    ("uniform-epochs", "search: {epochs: {uniform: [1.0, 3.0]}}\n", ["search.epochs", "integer"]),
+    ("randint-eval-eps", "search: {eval_eps_255: {randint: [1, 8]}}\n", ["search.eval_eps_255", "choice"]),
+    ("uniform-trainable", "search: {trainable: {uniform: [0, 1]}}\n", ["search.trainable", "choice"]),
+    ("search-init", "search: {init: {choice: [random]}}\n", ["search", "init", "grid"]),
+    # range bounds that fit every consumer (numpy, torch, Ray's samplers)
+    ("randint-seed-10e25", "search: {seed: {randint: [0, 10000000000000000000000000]}}\n",
+     ["search.seed", "4294967295"]),
+    ("randint-float-bound", "search: {batch_size: {randint: [16, 1.0e30]}}\n", ["search.batch_size", "integers"]),
+    ("randint-data-seed-negative", "search: {data_seed: {randint: [-5, 5]}}\n", ["search.data_seed", "-5"]),
+    # resources: finite and bounded
+    ("cpu-minus-inf", "resources: {cpu: -.inf}\n", ["resources.cpu", "inf"]),
+    ("cpu-NaN", "resources: {cpu: .NaN}\n", ["resources.cpu", "nan"]),
+    ("gpu-inf", "resources: {gpu: .inf}\n", ["resources.gpu", "inf"]),
+    ("cpu-a-billion", "resources: {cpu: 1000000000}\n", ["resources.cpu", "1024"]),
+    # integers too large (or negative) for the seeds and counts they feed
+    ("seed-above-2-64", "trial: {seed: 99999999999999999999999}\n", ["trial.seed", "4294967295"]),
+    ("data-seed-negative", "trial: {data_seed: -3}\n", ["trial.data_seed", "-3"]),
+    ("grid-seed-2-32", "grid: {seed: [0, 4294967296]}\n", ["grid.seed", "4294967296"]),
+    ("epochs-1e20", "trial: {epochs: 100000000000000000000}\n", ["trial.epochs", "100000"]),
+    ("num-samples-ten-million", "num_samples: 10000000\n", ["num_samples", "10000000"]),
+    ("search-seed-2-40", "seed: 1099511627776\n", ["seed", "1099511627776"]),
+    ("too-many-trials", "grid: {seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], data_seed: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "
+     "lr: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1], momentum: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, "
+     "0.9], epochs: [1, 2]}\n", ["grid", "20000"]),
+    # subsets larger than the data set
+    ("digits-n-train-1500", "trial: {dataset: digits, n_train: 1500}\n", ["trial.n_train", "1438"]),
+    ("digits-n-test-400", "trial: {dataset: digits, n_test: 400}\n", ["trial.n_test", "359"]),
+    ("cifar100-n-train-60000", "trial: {dataset: cifar100, download: true, n_train: 60000}\n",
+     ["trial.n_train", "50000"]),
+    ("grid-planted-n-train", "grid: {n_train: [1000, 200000]}\n", ["grid.n_train", "200000"]),
+    # init: not a checkpoint, or a checkpoint of another architecture
+    ("init-text-file", "trial: {init: TMP/notes.pt}\n", ["trial.init", "notes.pt", "checkpoint"]),
+    ("init-empty-directory", "trial: {init: TMP/ckptdir}\n", ["trial.init", "ckptdir"]),
+    ("init-other-model", "trial: {init: TMP/r8.pt, model: resnet20, width: 0.25}\n", ["trial.init", "resnet20"]),
+    ("init-other-width", "trial: {init: TMP/r8-bare.pt, model: resnet8, width: 0.5}\n",
+     ["trial.init", "r8-bare.pt", "shape"]),
+    ("init-other-classes", "trial: {init: TMP/r8-bare.pt, model: resnet8, width: 0.25, dataset: cifar100, "
+     "download: true}\n", ["trial.init", "fc.weight"]),
+    ("grid-init-one-bad", "grid: {init: [TMP/r8.pt, TMP/notes.pt]}\ntrial: {model: resnet8, width: 0.25}\n",
+     ["grid.init", "notes.pt"]),
+    # CIFAR without its files
+    ("cifar10-empty-data-dir", "trial: {dataset: cifar10, data_dir: TMP/nocifar}\n",
+     ["trial.data_dir", "nocifar", "data_batch_1"]),
+    ("cifar100-partial-data-dir", "trial: {dataset: cifar100, data_dir: TMP/partial}\n",
+     ["trial.data_dir", "partial", "test"]),
+    ("grid-dataset-cifar10", "trial: {data_dir: TMP/nocifar}\ngrid: {dataset: [planted, cifar10]}\n",
+     ["data_dir", "cifar-10-batches-py"]),
+]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """The files the tables below refer to as TMP/..."""
+    from bnsweep.core import checkpoints
+    from bnsweep.core.models import build_model
+
+    weights = build_model("resnet8", 10, width=0.25).state_dict()
+    checkpoints.save(str(tmp_path / "r8.pt"), {"model": weights, "config": {"model": "resnet8", "width": 0.25}})
+    checkpoints.save(str(tmp_path / "r8-bare.pt"), {"model": weights})
+    (tmp_path / "notes.pt").write_text("not a checkpoint\n")
+    for name in ("ckptdir", "nocifar", "partial/cifar-100-python", "adir", "curves.pdf"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "partial/cifar-100-python/train").write_bytes(b"")
+    (tmp_path / "afile").write_text("a file\n")
+    return tmp_path
+
+
+def tree(path) -> list[str]:
+    """Every file and directory under `path` (to show that a refused command wrote nothing)."""
+    return sorted(os.path.relpath(os.path.join(d, n), path) for d, dirs, files in os.walk(path) for n in dirs + files)
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("Ray must not start for bad input")
+
+    monkeypatch.setattr(sweep_module, "connect", refuse)
+
+
+def one_line(capsys, *words) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bnsweep: error: "), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("case_id, text, words", UP_FRONT, ids=[c[0] for c in UP_FRONT])
+def test_checked_before_ray_starts(case_id, text, words, inputs, capsys, no_ray):
+    path = inputs / "sweep-file.yaml"
+    path.write_text(text.replace("TMP", str(inputs)))
+    before = tree(inputs)
+    assert main(["validate", str(path)]) == 2
+    one_line(capsys, str(path), *words)
+    assert main(["run", str(path), "--storage", str(inputs / "storage")]) == 2
+    one_line(capsys, str(path), *words)
+    assert tree(inputs) == before
+
+
+# `bnsweep train` gets the same checks: (id, arguments after `train`, words).
+TRAIN_CASES = [
+    ("seed-2-64", ["--set", "seed=18446744073709551616"], ["seed", "4294967295"]),
+    ("data-seed-minus-1", ["--set", "data_seed=-1"], ["data_seed", "-1"]),
+    ("eval-n-2-40", ["--set", "eval_n=1099511627776"], ["eval_n", "1099511627776"]),
+    ("seed-5000-digits", ["--set", "seed=" + "7" * 5000], ["seed", "5000 characters"]),
+    ("digits-n-test-360", ["--set", "dataset=digits", "n_test=360"], ["n_test", "359"]),
+    ("planted-n-train", ["--set", "n_train=100001"], ["n_train", "100000"]),
+    ("init-text", ["--set", "init=TMP/notes.pt"], ["init", "notes.pt"]),
+    ("init-other-model", ["--set", "init=TMP/r8.pt", "model=resnet32", "width=0.25"], ["init", "resnet32"]),
+    ("init-other-width", ["--set", "init=TMP/r8-bare.pt", "model=resnet8", "width=0.75"], ["init", "shape"]),
+    ("cifar10-no-files", ["--set", "dataset=cifar10", "data_dir=TMP/nocifar"], ["data_dir", "data_batch_1"]),
+    ("cifar100-partial", ["--set", "dataset=cifar100", "data_dir=TMP/partial"], ["data_dir", "cifar-100-python/test "]),
+    ("config-directory", ["--config", "TMP/adir"], ["file", "directory"]),
+    ("config-alias-bomb", ["--config", "TMP/bomb.yaml"], ["file", "aliases"]),
+    ("config-latin-1", ["--config", "TMP/latin1.yaml"], ["file", "UTF-8"]),
+    # files where CIFAR's should be, but unreadable: refused while loading, still before writing
+    ("cifar10-garbage-files", ["--set", "dataset=cifar10", "data_dir=TMP/garbage", "epochs=1"], ["cifar10"]),
+]
+
+
+@pytest.mark.parametrize("case_id, argv, words", TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
+def test_train_checks_everything_before_writing(case_id, argv, words, inputs, capsys):
+    (inputs / "bomb.yaml").write_text(ALIAS_BOMB)
+    (inputs / "latin1.yaml").write_bytes("epochs: 1  # Schöne Grüße\n".encode("latin-1"))
+    folder = inputs / "garbage" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"junk")
+    before = tree(inputs)
+    argv = [a.replace("TMP", str(inputs)) for a in argv]
+    assert main(["train", *argv, "--out", str(inputs / "run")]) == 2
+    one_line(capsys, *words)
+    assert tree(inputs) == before
+
+
+# -- hostile or broken sweep files: one line, never a traceback, a hang or a memory blow-up -------
+# 9 levels of 9 aliases each: 387 million values once expanded, from about 300 bytes.
+ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+# (id, how to make the file at the given path, words the one line must contain)
+HOSTILE_FILES = [
+    ("latin-1-byte", lambda p: p.write_bytes(b"name: caf\xe9\n"), ["UTF-8", "byte 9"]),
+    ("utf-16", lambda p: p.write_bytes("name: x\n".encode("utf-16")), ["UTF-8"]),
+    ("nul-byte", lambda p: p.write_bytes(b"name: x\x00\n"), ["YAML"]),
+    ("int-5000-digits", lambda p: p.write_text("trial: {seed: 1" + "0" * 4999 + "}\n"), ["5000", "100"]),
+    ("int-in-grid-10000-digits", lambda p: p.write_text("grid: {seed: [" + "7" * 10000 + "]}\n"), ["10000"]),
+    ("hex-int-5000-digits", lambda p: p.write_text("trial: {seed: 0x" + "f" * 5000 + "}\n"), ["integer"]),
+    ("flow-lists-10000-deep", lambda p: p.write_text("grid: {seed: " + "[" * 10000 + "]" * 10000 + "}\n"),
+     ["nested deeper"]),
+    ("block-lists-3000-deep", lambda p: p.write_text("stages:\n" + "- " * 3000 + "x\n"), ["nested deeper"]),
+    ("mappings-5000-deep", lambda p: p.write_text("{a: " * 5000 + "1" + "}" * 5000 + "\n"), ["nested deeper"]),
+    ("alias-bomb-lists", lambda p: p.write_text(ALIAS_BOMB), ["aliases"]),
+    ("alias-bomb-mappings", lambda p: p.write_text("m0: &m0 {a: 1, b: 2, c: 3, d: 4}\n" + "".join(
+        f"m{i}: &m{i} {{{', '.join(f'k{j}: *m{i - 1}' for j in range(8))}}}\n" for i in range(1, 9))),
+     ["aliases"]),
+    ("alias-chain-deep", lambda p: p.write_text("a0: &a0 " + "[" * 40 + "1" + "]" * 40 + "\n" + "".join(
+        f"a{i}: &a{i} " + "[" * 40 + f"*a{i - 1}" + "]" * 40 + "\n" for i in range(1, 30))), ["deeper"]),
+    ("trial-twice", lambda p: p.write_text("trial: {epochs: 1}\ngrid: {seed: [0]}\ntrial: {lr: 0.1}\n"),
+     ["'trial' twice", "line 3"]),
+    ("list-of-200000", lambda p: p.write_text("grid: {seed: [" + "1, " * 200_000 + "]}\n"), ["10000 values"]),
+    ("two-mebibytes", lambda p: p.write_text("# " + "x" * (2 << 20) + "\n"), ["MiB"]),
+    ("a-directory", lambda p: p.mkdir(), ["directory"]),
+    ("a-fifo", _fifo, ["FIFO"]),
+]
+
+
+@pytest.mark.parametrize("case_id, make, words", HOSTILE_FILES, ids=[c[0] for c in HOSTILE_FILES])
+def test_hostile_sweep_files_get_one_line(case_id, make, words, tmp_path, capsys, no_ray):
+    path = tmp_path / "hostile.yaml"
+    make(path)
+    before = tree(tmp_path)
+    for command in (["validate", str(path)], ["run", str(path), "--storage", str(tmp_path / "storage")]):
+        assert main(command) == 2
+        one_line(capsys, "file", str(path), *words)
+    assert tree(tmp_path) == before
+
+
+# -- command lines: output paths, URIs, cluster addresses --------------------------------------
+# (id, argv with TMP, EXP (an experiment directory) and SWEEP (a good sweep file), words, environment)
+COMMAND_LINES = [
+    ("train-out-a-file", ["train", "--out", "TMP/afile"], ["--out", "afile", "this is a file"], {}),
+    ("train-out-under-a-file", ["train", "--out", "TMP/afile/run"], ["--out", "afile is a file"], {}),
+    ("train-out-a-uri", ["train", "--out", "s3://bucket/run"], ["--out", "local path"], {}),
+    ("results-o-a-directory", ["results", "EXP", "-o", "TMP/adir"], ["-o", "adir", "directory"], {}),
+    ("results-o-under-a-file", ["results", "EXP", "-o", "TMP/afile/x.csv"], ["-o", "afile is a file"], {}),
+    ("table-o-a-directory", ["table", "EXP", "-o", "TMP/adir"], ["-o", "adir"], {}),
+    ("report-o-a-file", ["report", "EXP", "-o", "TMP/afile"], ["-o", "afile", "this is a file"], {}),
+    ("report-o-under-a-file", ["report", "EXP", "-o", "TMP/afile/report"], ["-o", "afile is a file"], {}),
+    ("plot-o-under-a-file", ["plot", "robustness", "EXP", "-o", "TMP/afile/c.png"], ["-o", "afile"], {}),
+    ("plot-pdf-a-directory", ["plot", "training", "EXP", "-o", "TMP/curves.png"], ["-o", "curves.pdf"], {}),
+    ("results-unknown-scheme", ["results", "weird://x"], ["path", "weird://x"], {}),
+    ("report-unknown-scheme", ["report", "nosuch://bucket/exp", "-o", "TMP/report"], ["nosuch://bucket/exp"], {}),
+    ("table-relative-file-uri", ["table", "file://relative/x"], ["file://relative/x"], {}),
+    ("resume-unknown-scheme", ["resume", "weird://x"], ["weird://x"], {}),
+    ("report-no-experiment", ["report", "TMP/adir", "-o", "TMP/report"], ["adir"], {}),
+    ("run-storage-a-file", ["run", "SWEEP", "--storage", "TMP/afile"], ["--storage", "afile"], {}),
+    ("run-storage-under-a-file", ["run", "SWEEP", "--storage", "TMP/afile/x"], ["--storage", "afile is a file"], {}),
+    ("run-storage-unknown-scheme", ["run", "SWEEP", "--storage", "weird://bucket"], ["weird://bucket"], {}),
+    ("run-address-words", ["run", "SWEEP", "--storage", "TMP/st", "--address", "the cluster"], ["--address"], {}),
+    ("run-address-port-70000", ["run", "SWEEP", "--storage", "TMP/st", "--address", "head:70000"], ["head:70000"], {}),
+    ("run-address-no-port", ["run", "SWEEP", "--storage", "TMP/st", "--address", "head"], ["--address"], {}),
+    ("run-address-http", ["run", "SWEEP", "--storage", "TMP/st", "--address", "http://head:8265"], ["http"], {}),
+    ("resume-address-empty-host", ["resume", "EXP", "--address", "ray://:10001"], ["--address"], {}),
+    ("run-ray-address-env", ["run", "SWEEP", "--storage", "TMP/st"], ["RAY_ADDRESS", "nowhere"],
+     {"RAY_ADDRESS": "nowhere"}),
+    ("validate-a-directory", ["validate", "TMP/adir"], ["file", "directory"], {}),
+]
+
+
+@pytest.mark.parametrize("case_id, argv, words, env", COMMAND_LINES, ids=[c[0] for c in COMMAND_LINES])
+def test_bad_command_lines_get_one_line_and_write_nothing(case_id, argv, words, env, inputs, mixed_dir,
+                                                          capsys, monkeypatch, no_ray):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sweep = inputs / "good.yaml"
+    sweep.write_text("name: good\ntrial: {dataset: planted, model: resnet8, epochs: 1}\n")
+    before, experiment = tree(inputs), tree(mixed_dir)
+    subs = {"TMP": str(inputs), "EXP": str(mixed_dir), "SWEEP": str(sweep)}
+    for old, new in subs.items():
+        argv = [a.replace(old, new) for a in argv]
+    assert main(argv) == 2
+    one_line(capsys, *words)
+    assert tree(inputs) == before and tree(mixed_dir) == experiment
+
+
+def test_every_bad_input_counted_in_the_readme():
+    """The README's count of bad inputs tried is the number of rows of this file's tables."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    count = len(CASES) + len(UP_FRONT) + len(TRAIN_CASES) + len(HOSTILE_FILES) + len(COMMAND_LINES)
+    assert re.search(rf"\b{count} bad inputs\b", readme), count

@@ -129,9 +129,21 @@ def test_train_writes_run_refuses_rerun_resumes_and_evals(capsys, tmp_path):
     assert main(["train", "--out", str(out), "--resume"]) == 0
     assert read_jsonl(out / "metrics.jsonl") == metrics
     assert json.loads((out / "config.json").read_text()) == config
-    # ... and with more epochs it continues from epoch 3
+    # fewer epochs than the checkpoint has trained are refused, and nothing is written
+    resumes = read_jsonl(out / "resumes.jsonl")
+    assert main(["train", "--out", str(out), "--resume", "--set", "epochs=1"]) == 2
+    assert "epochs: 1" in one_error_line(capsys)
+    assert read_jsonl(out / "resumes.jsonl") == resumes and read_jsonl(out / "metrics.jsonl") == metrics
+    # ... and so is another architecture, naming the checkpoint it does not fit
+    assert main(["train", "--out", str(out), "--resume", "--set", "width=0.5"]) == 2
+    assert f"resume: {str(out / 'checkpoint.pt')!r}" in one_error_line(capsys)
+    assert read_jsonl(out / "resumes.jsonl") == resumes
+    # ... and with more epochs it continues from epoch 3; config.json stays as the run began
     assert main(["train", "--out", str(out), "--resume", "--set", "epochs=3"]) == 0
     assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text()) == config
+    last = read_jsonl(out / "resumes.jsonl")[-1]
+    assert last["from_epoch"] == 2 and last["config"] == {**config, "epochs": 3}
     capsys.readouterr()
 
     # eval prints a table of radii
@@ -171,7 +183,8 @@ def test_interrupted_train_resumes_to_the_same_result(capsys, tmp_path, monkeypa
 
 def test_config_file_with_set_override(capsys, tmp_path):
     path = tmp_path / "trial.yaml"
-    path.write_text("\n".join(s.replace("=", ": ") for s in TINY) + "\ntrainable: fc\nepochs: 1\nlr: 5e-2\n")
+    keys = [s.replace("=", ": ") for s in TINY if not s.startswith("trainable=")]  # a key twice is refused
+    path.write_text("\n".join(keys) + "\ntrainable: fc\nepochs: 1\nlr: 5e-2\n")
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--set", "trainable=bn+fc", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())

@@ -104,8 +104,11 @@ def test_robust_eps_follows_training_radius_or_first_eval_radius():
 
 
 def test_paths_become_absolute_and_to_dict_is_json(tmp_path, monkeypatch):
+    from bnsweep.core import checkpoints
+    from bnsweep.core.models import build_model
+
     ckpt = tmp_path / "c.pt"
-    ckpt.write_bytes(b"")
+    checkpoints.save(str(ckpt), {"model": build_model("resnet20", 10).state_dict()})
     monkeypatch.chdir(tmp_path)
     cfg = make_config({"data_dir": "data", "init": "c.pt", "eval_eps_255": [2, 8]})
     assert cfg.data_dir == os.path.join(str(tmp_path), "data")

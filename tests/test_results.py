@@ -78,7 +78,7 @@ def test_experiment_dir_uri_and_list(ray_dir):
     assert set(by_dir["experiment"]) == {"ray_sweep"} and set(by_dir["stage"]) == {"main"}
     by_uri = results.load(f"file://{ray_dir}")
     assert sorted(by_uri["trial_id"]) == sorted(by_dir["trial_id"])
-    assert len(results.load([ray_dir, ray_dir / "main"])) == 8
+    assert len(results.load([ray_dir, ray_dir / "main"])) == 4  # the same stage twice counts once
     assert len(results.history(f"file://{ray_dir / 'main'}")) == 3 * EPOCHS + 1
 
 
@@ -107,6 +107,15 @@ def test_mixed_sweep_history_and_objectives(mixed_dir):
     experiments = results.find_experiments(mixed_dir)
     assert [(e.stage, e.metric, e.mode) for e in experiments] == [
         ("pre", "clean_acc", "max"), ("adv", "robust_acc", "max")]
+
+
+def test_an_experiment_named_twice_counts_once(mixed_dir, tmp_path):
+    """A sweep and one of its stages, or another spelling of the same directory (a symlink, `..`)."""
+    (tmp_path / "link").symlink_to(mixed_dir)
+    spellings = [mixed_dir, mixed_dir / "pre", tmp_path / "link" / "adv", f"{mixed_dir}/pre/../adv",
+                 f"file://{mixed_dir}"]
+    df = results.load(spellings)
+    assert len(df) == len(results.load(mixed_dir)) and not df["trial_dir"].duplicated().any()
 
 
 def test_partial_last_line_and_restored_trial(tmp_path):

@@ -16,6 +16,7 @@ from bnsweep.cli import main
 from bnsweep.core import checkpoints
 from bnsweep.core.models import build_model
 from bnsweep.core.trainable import trainable_names
+from bnsweep.sweep import driver
 from bnsweep.sweep.driver import SweepFailed, execute
 from bnsweep.sweep.storage import sweep_dir
 from bnsweep.sweep.trial import run_trial
@@ -81,16 +82,28 @@ def test_gpu_request_without_gpu_runs_on_cpu(two_stage):
     assert (df["status"] == "terminated").all()  # nothing left pending for want of a GPU
 
 
-def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage, capsys):
+def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage, capsys, monkeypatch):
     before = {d: epochs_reported(d) for d in results.load(two_stage)["trial_dir"]}
     sweep_text = open(os.path.join(two_stage, "sweep.yaml")).read()
     sweep_file = Path(two_stage).parent / "again.yaml"
     sweep_file.write_text(sweep_text)
     assert main(["run", str(sweep_file), "--storage", str(Path(two_stage).parent)]) == 2
     assert "bnsweep resume" in capsys.readouterr().err
+
+    def no_ray(address):
+        raise AssertionError("a finished experiment needs no Ray")
+
+    monkeypatch.setattr(driver, "connect", no_ray)
     assert main(["resume", two_stage]) == 0
+    assert "every stage of" in capsys.readouterr().err
     after = {d: epochs_reported(d) for d in results.load(two_stage)["trial_dir"]}
     assert after == before
+
+
+def test_run_resume_starts_an_experiment_that_does_not_exist_yet(tmp_path, ray_local):
+    sweep_file = write_sweep(tmp_path / "fresh.yaml", {"name": "fresh", "trial": {**TINY_TRIAL, "epochs": 1}})
+    assert main(["run", str(sweep_file), "--storage", str(tmp_path / "results"), "--resume"]) == 0
+    assert list(results.load(tmp_path / "results" / "fresh")["status"]) == ["terminated"]
 
 
 def trial_failing_after(config: dict, kwargs: dict, should_fail) -> None:

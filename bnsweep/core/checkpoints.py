@@ -7,6 +7,8 @@ a checkpoint crafted to run code when unpickled is refused instead of executed.
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from typing import Any
 
 import torch
@@ -35,27 +37,54 @@ def load(path: str, key: str = "init") -> dict[str, Any]:
     """Load a checkpoint safely; errors are ConfigErrors naming `key` and the path."""
     file = checkpoint_file(path)
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(key, path, "an existing bnsweep checkpoint file or directory") from None
-    except Exception as err:  # weights_only unpickling fails in many ways on a file that is not a checkpoint
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(key, path, f"a bnsweep checkpoint loadable with weights_only=True ({first})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never pass that on
+        raise ConfigError(key, path, "a bnsweep checkpoint (this file holds objects other than tensors and "
+                          "plain values, which bnsweep refuses to unpickle)") from None
+    except Exception as err:  # a file that is not a torch file at all fails in many ways
+        raise ConfigError(key, path, f"a bnsweep checkpoint (this file is not a torch file: "
+                          f"{type(err).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(state.get("model"), dict):
         raise ConfigError(key, path, "a bnsweep checkpoint (this file is not one)")
     return state
 
 
-def load_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], key: str = "init") -> None:
-    """Load the checkpoint's weights into `model`, refusing one made for another architecture."""
-    saved = state.get("config", {})
+def check_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], path: str,
+                  key: str = "init") -> None:
+    """Refuse the weights of checkpoint `path` when made for another architecture than `config`'s:
+    the saved model and width first (the clearest message), then every tensor's name and shape
+    against `model` (which may live on the meta device). Errors name `key` and `path`."""
+    saved = state.get("config") or {}
     for k in ARCH_KEYS:
         if k in saved and saved[k] != config[k]:
-            raise ConfigError(key, config.get("init", ""), f"a checkpoint of {k}={config[k]!r}; "
-                              f"this one was made with {k}={saved[k]!r}")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ConfigError(key, config.get("init", ""), "a checkpoint whose weights fit the model "
-                          f"({str(err).splitlines()[0]})") from None
+            raise ConfigError(key, path, f"a checkpoint of {k}={config[k]!r}; this one was made with {k}={saved[k]!r}")
+    weights, expected = state["model"], model.state_dict()
+    problems = [f"{name} is missing" for name in expected if name not in weights]
+    problems += [f"{name} has shape {tuple(getattr(weights[name], 'shape', ()))} in the checkpoint, "
+                 f"{tuple(tensor.shape)} in the model" for name, tensor in expected.items()
+                 if name in weights and getattr(weights[name], "shape", None) != tensor.shape]
+    problems += [f"{name} is not in the model" for name in weights if name not in expected]
+    if problems:
+        more = f"; {len(problems) - 1} more tensors differ" if len(problems) > 1 else ""
+        raise ConfigError(key, path, f"a checkpoint whose weights fit the model ({problems[0]}{more})")
 
+
+def check_fits(path: str, model: str, width: float, num_classes: int, key: str = "init") -> None:
+    """Load `path` and check its weights against the model built on the meta device (no memory, no
+    compute), so a wrong checkpoint stops validation instead of a running trial."""
+    from bnsweep.core.models import build_model
+
+    with torch.device("meta"):
+        target = build_model(model, num_classes, width=width)
+    check_weights(target, load(path, key), {"model": model, "width": width}, path, key)
+
+
+def load_weights(model: nn.Module, state: dict[str, Any], config: dict[str, Any], path: str,
+                 key: str = "init") -> None:
+    """Load the weights of checkpoint `path` into `model`, refusing one made for another architecture."""
+    check_weights(model, state, config, path, key)
+    model.load_state_dict(state["model"])

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import os
 import re
+import stat
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -97,7 +98,7 @@ class TrialConfig:
 
 
 KEYS = tuple(f.name for f in fields(TrialConfig))
-_TYPES = {f.name: f.type for f in fields(TrialConfig)}
+TYPES = {f.name: f.type for f in fields(TrialConfig)}  # "int", "float", "str", "bool" or the radii tuple
 _CHOICES = {
     "dataset": DATASETS,
     "bn_stats": BN_STATS,
@@ -108,10 +109,14 @@ _CHOICES = {
     "final_attack": FINAL_ATTACKS,
     "precision": PRECISIONS,
 }
-# (low, high, inclusive-low); None: unbounded
+MAX_SEED = 2**32 - 1  # numpy and scikit-learn seeds (data_seed) stop here; torch's go further
+MAX_COUNT = 2**31 - 1
+# (low, high, inclusive-low), for every number; data set sizes are checked against the data set too
 _RANGES = {
-    "n_train": (0, None, True),
-    "n_test": (0, None, True),
+    "n_train": (0, MAX_COUNT, True),
+    "n_test": (0, MAX_COUNT, True),
+    "data_seed": (0, MAX_SEED, True),
+    "seed": (0, MAX_SEED, True),
     "width": (0, 64, False),
     "train_eps_255": (0, 255, True),
     "train_steps": (1, 1000, True),
@@ -125,7 +130,7 @@ _RANGES = {
     "eval_steps": (1, 10_000, True),
     "eval_step_255": (0, 255, True),
     "eval_restarts": (1, 1000, True),
-    "eval_n": (1, None, True),
+    "eval_n": (1, MAX_COUNT, True),
     "final_steps": (1, 10_000, True),
     "final_restarts": (1, 1000, True),
 }
@@ -133,7 +138,7 @@ _RANGES = {
 
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Check a value's type; ints are accepted where floats are expected, nothing else is converted."""
-    kind = _TYPES[key]
+    kind = TYPES[key]
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -163,10 +168,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 def _check_range(key: str, value: float, where: str) -> None:
     low, high, inclusive = _RANGES[key]
-    ok = (value >= low if inclusive else value > low) and (high is None or value <= high)
-    if not ok:
-        lo = f"{'>=' if inclusive else '>'} {low}"
-        raise ConfigError(key, value, f"a number {lo}" + (f" and <= {high}" if high is not None else ""), where)
+    if not ((value >= low if inclusive else value > low) and value <= high):
+        kind = "an integer" if TYPES[key] == "int" else "a number"
+        raise ConfigError(key, value, f"{kind} {'>=' if inclusive else '>'} {low} and <= {high}", where)
 
 
 def _check_model(value: str, where: str) -> None:
@@ -220,7 +224,7 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
     """
     values = dict(values or {})
     for key in values:
-        if key not in _TYPES:
+        if key not in TYPES:
             raise ConfigError("key", key, "one of " + ", ".join(KEYS), where)
     if isinstance(values.get("init"), Mapping):
         values["init"] = _stage_init_string(values["init"], where)
@@ -242,7 +246,48 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
     paths = {"data_dir": os.path.abspath(os.path.expanduser(cfg.data_dir))}
     if cfg.init not in ("random",) and cfg.stage_init is None:
         paths["init"] = os.path.abspath(os.path.expanduser(cfg.init))
-    return dataclasses.replace(cfg, **paths)
+    cfg = dataclasses.replace(cfg, **paths)
+    _check_data(cfg, where, check_paths)
+    if check_paths and "init" in paths:
+        _check_checkpoint(cfg, where)
+    return cfg
+
+
+def _check_data(cfg: TrialConfig, where: str, check_paths: bool) -> None:
+    """Subsets no larger than the data set; with `check_paths`, its files where trials will read them."""
+    from bnsweep.core import data
+
+    sizes = data.sizes(cfg.dataset, cfg.data_dir)
+    for key, most in (("n_train", sizes.train), ("n_test", sizes.test)):
+        if getattr(cfg, key) > most:
+            raise ConfigError(key, getattr(cfg, key), f"0 (the whole split) or at most {most} for {cfg.dataset}",
+                              where)
+    missing = data.missing_files(cfg.dataset, cfg.data_dir) if check_paths and not cfg.download else None
+    if missing:
+        raise ConfigError("data_dir", cfg.data_dir, f"a directory holding {cfg.dataset} ({missing})", where)
+
+
+def _check_checkpoint(cfg: TrialConfig, where: str) -> None:
+    """A checkpoint `init` must load safely and fit the model (checked once per file version)."""
+    from bnsweep.core.checkpoints import checkpoint_file
+
+    try:
+        stat_ = os.stat(checkpoint_file(cfg.init))
+        version = (stat_.st_mtime_ns, stat_.st_size)
+    except OSError:
+        version = None  # loading it names the problem
+    try:
+        _checkpoint_fits(cfg.init, version, cfg.model, cfg.width, cfg.dataset, cfg.data_dir)
+    except ConfigError as err:
+        raise ConfigError(err.key, err.value, err.allowed, where) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _checkpoint_fits(path: str, version: Any, model: str, width: float, dataset: str, data_dir: str) -> None:
+    """check_fits, once per (file version, architecture): grids validate a checkpoint per cell."""
+    from bnsweep.core import checkpoints, data
+
+    checkpoints.check_fits(path, model, width, data.sizes(dataset, data_dir).num_classes)
 
 
 def _stage_init_string(value: Mapping[str, Any], where: str) -> str:
@@ -262,14 +307,94 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+# Bounds on any YAML bnsweep reads (sweep files, --config, --set): far above any real sweep, far
+# below what exhausts memory or Python's stack.
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 50  # nesting levels, aliases followed
+MAX_VALUES = 10_000  # nodes once aliases are expanded (a 1 kB file of nested aliases expands to billions)
+MAX_INT_DIGITS = 100
+
+
+class _TooBig(yaml.MarkedYAMLError):
+    """A document past one of the bounds above."""
+
+
 class _Loader(yaml.SafeLoader):
-    """The safe loader, also reading exponent floats without a dot (1e-3, 5e-4, 1.0e5) as numbers.
+    """The safe loader, with exponent floats without a dot (1e-3, 5e-4, 1.0e5) read as numbers, and
+    bounded: nesting depth, expanded size and integer length are checked while composing, before
+    anything is constructed, so a hostile document costs no more than its own bytes.
 
     PyYAML follows YAML 1.1, where `lr: 1e-3` is the string '1e-3' (an exponent needs a dot and a
     sign); YAML 1.2 and every researcher read it as 0.001.
     """
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0  # of the node being composed, as written
+        self._values = 0  # composed so far, aliases counted as what they expand to
+        self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
 
+    def fetch_flow_collection_start(self, token_class):
+        # the scanner looks ahead over a whole flow collection: stop at the depth, not after it
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def add_indent(self, column):
+        if len(self.indents) >= MAX_DEPTH:
+            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
+        return super().add_indent(column)
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if id(node) in self._expanded:  # an alias: a node composed (and counted) before, once more
+            self._values += self._expanded[id(node)][0]
+        else:
+            self._measure(node)
+            self._values += 1  # its children were counted as they were composed
+        if self._values > MAX_VALUES:
+            raise _TooBig(None, None, f"more than {MAX_VALUES} values once aliases are expanded", node.start_mark)
+        return node
+
+    def _measure(self, node: yaml.Node) -> None:
+        """Record the node's size and depth with aliases expanded, from its children's."""
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        measured = [self._expanded[id(child)] for child in children]
+        depth = 1 + max((m[1] for m in measured), default=0)
+        if depth > MAX_DEPTH:
+            raise _TooBig(None, None, f"nesting deeper than {MAX_DEPTH} levels once aliases are expanded",
+                          node.start_mark)
+        self._expanded[id(node)] = (1 + sum(m[0] for m in measured), depth)
+
+    def construct_mapping(self, node, deep=False):
+        """Refuse a key written twice in one mapping (YAML's loaders silently keep the last one, so
+        a second `trial:` would drop the first); keys merged in with `<<` may still be overridden."""
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if (key.tag, key.value) in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"found the key {key.value!r} twice",
+                                                                key.start_mark)
+                    seen.add((key.tag, key.value))
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_int(self, node):
+        digits = len(node.value.lstrip("+-").replace("_", ""))  # hex and binary too
+        if digits > MAX_INT_DIGITS:
+            raise _TooBig(None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
+                          node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$"),
@@ -289,14 +414,21 @@ def load_yaml(path: str) -> Any:
 
 
 def read_text(path: str) -> str:
-    """A UTF-8 text file's contents; a missing file, a directory or other bytes are ConfigErrors."""
-    if os.path.isdir(path):
-        raise ConfigError("file", path, "a YAML file, not a directory")
+    """A UTF-8 text file's contents; anything else (missing, a directory or device, unreadable, over
+    MAX_FILE_BYTES, other bytes) is a ConfigError naming the file."""
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+            kind = "directory" if stat.S_ISDIR(mode) else "device, FIFO or socket"
+            raise ConfigError("file", path, f"a YAML file, not a {kind}")
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = fh.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("file", path, "an existing YAML file") from None
+    except OSError as err:
+        raise ConfigError("file", path, f"a readable YAML file ({err.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("file", path, f"a YAML file of at most {MAX_FILE_BYTES >> 20} MiB")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -307,10 +439,16 @@ def parse_yaml(text: str, where: str) -> Any:
     """Parse YAML text with the safe loader; a parse error becomes a one-line ConfigError."""
     try:
         return yaml.load(text, Loader=_Loader)
+    except _TooBig as err:
+        raise ConfigError("file", where, f"YAML within bnsweep's limits (line {err.problem_mark.line + 1}: "
+                          f"{err.problem})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError("file", where, f"valid YAML; parse error{at}: {getattr(err, 'problem', err)}") from None
+        offset = getattr(err, "position", None)  # a reader error (a control character) has no mark
+        line = mark.line + 1 if mark else text.count("\n", 0, offset) + 1 if offset is not None else None
+        problem = " ".join(str(getattr(err, "problem", None) or str(err).splitlines()[0]).split())
+        at = f" (line {line})" if line else ""
+        raise ConfigError("file", where, f"valid YAML; parse error{at}: {problem}") from None
 
 
 _ALLOWED_TEXT = {
@@ -332,4 +470,4 @@ def allowed_values(key: str) -> str:
     if key in _RANGES:
         low, high, inclusive = _RANGES[key]
         return f"{'>=' if inclusive else '>'} {low}" + (f", <= {high}" if high is not None else "")
-    return {"bool": "true, false", "str": "text", "int": "an integer", "float": "a number"}[_TYPES[key]]
+    return {"bool": "true, false", "str": "text", "int": "an integer", "float": "a number"}[TYPES[key]]

@@ -33,8 +33,47 @@ _CIFAR_FOLDERS = {
     "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz"),
     "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz"),
 }
+# torchvision's files under data_dir (checked up front, so a missing file stops a sweep before it starts)
+_CIFAR_FILES = {
+    "cifar10": [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"],
+    "cifar100": ["train", "test", "meta"],
+}
 PLANTED_DEFAULT_SIZES = (10000, 2000)  # (train, test) when n_train / n_test is 0
+PLANTED_MAX = 100_000  # per split: generation holds n float32 images (1.2 GB at this size)
 DIGITS_TEST_SIZE = 359  # of 1797 images: a stratified 1438 / 359 (80 / 20) split
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What validation needs to know of a data set without loading it."""
+
+    num_classes: int
+    train: int  # the largest n_train (the split's size; planted: the most it generates)
+    test: int
+
+
+_SIZES = {
+    "cifar10": Sizes(10, 50_000, 10_000),
+    "cifar100": Sizes(100, 50_000, 10_000),
+    "digits": Sizes(10, 1797 - DIGITS_TEST_SIZE, DIGITS_TEST_SIZE),
+    "planted": Sizes(10, PLANTED_MAX, PLANTED_MAX),
+}
+
+
+def sizes(name: str, data_dir: str) -> Sizes:
+    """Classes and split sizes of `name` (one per data set; one read from `data_dir` plugs in here)."""
+    return _SIZES[name]
+
+
+def missing_files(name: str, data_dir: str) -> str | None:
+    """What `name` lacks under `data_dir` and how to get it (None: complete, or no files needed)."""
+    if name not in _CIFAR_FILES:
+        return None
+    folder, archive = _CIFAR_FOLDERS[name]
+    folder = os.path.join(os.path.abspath(os.path.expanduser(data_dir)), folder)
+    missing = next((f for f in _CIFAR_FILES[name] if not os.path.isfile(os.path.join(folder, f))), None)
+    return missing and (f"{os.path.join(folder, missing)} is missing; extract {archive} "
+                        "(https://www.cs.toronto.edu/~kriz/cifar.html) there, or set download: true")
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ class Trial:
         init_bn(self.model, cfg.bn_init)
         init_path = cfg.init_checkpoint if cfg.stage_init else cfg.init
         if init_path != "random":
-            checkpoints.load_weights(self.model, checkpoints.load(init_path), cfg.to_dict())
+            checkpoints.load_weights(self.model, checkpoints.load(init_path), cfg.to_dict(), init_path)
         self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
@@ -96,9 +96,10 @@ class Trial:
                 "epoch": self.epoch, "generator": self.generator.get_state(),
                 "config": self.cfg.to_dict(), "metrics": self.history}
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, path: str) -> None:
         """Continue from a checkpoint of this same trial (after a crash or an interruption)."""
-        checkpoints.load_weights(self.model, state, self.cfg.to_dict(), key="resume")
+        state = checkpoints.load(path, key="resume")
+        checkpoints.load_weights(self.model, state, self.cfg.to_dict(), path, key="resume")
         if self.optimizer and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
@@ -232,15 +233,22 @@ class Trial:
             report(metrics, tmp)
 
 
+def start(cfg: TrialConfig, resume: str | None = None) -> Trial:
+    """Build a trial (data, model, starting weights) and restore the checkpoint `resume` of this
+    trial: everything that can refuse bad input happens here, before anything trains or is written."""
+    trial = Trial(cfg)
+    if resume:
+        trial.restore(resume)
+    return trial
+
+
 def fit(cfg: TrialConfig, report: Report, resume: str | None = None,
         progress: Progress | None = None) -> dict[str, Any]:
     """Run one trial. `report(metrics, checkpoint_dir)` is called once per epoch; the directory holds
     `checkpoint.pt` and is deleted after `report` returns (None for a diverged trial, whose weights
     are not worth keeping). `resume` is a checkpoint of this trial; `progress` wraps each epoch's
     batch iterator (a progress bar)."""
-    trial = Trial(cfg)
+    trial = start(cfg, resume)
     if progress:
         trial.progress = progress
-    if resume:
-        trial.restore(checkpoints.load(resume, key="resume"))
     return trial.run(report)

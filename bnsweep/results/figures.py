@@ -17,10 +17,11 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bnsweep.core.config import TRAINABLE
 from bnsweep.results.columns import eps_columns, robust_at, study_radii
 from bnsweep.results.tables import format_value, metric_columns, metric_label, setting_label, settings_frame
 
+# The study's trainable sets in the paper's order; other expressions follow, sorted.
+STUDY_TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
 # Clean bars light and plain, robust bars dark and hatched: apart in grey-scale as well as colour.
 BAR_STYLES = ({"color": "#a6c8e6", "edgecolor": "black", "linewidth": 0.6},
               {"color": "#1f4f82", "edgecolor": "black", "hatchcolor": "white", "hatch": "///",
@@ -185,7 +186,7 @@ def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) ->
     panel_keys = sorted((k for k in varying if k != "trainable" and frame[k].astype(str).nunique() > 1),
                         key=lambda k: k != "init")
     panels = list(frame.groupby(panel_keys, dropna=False, sort=True)) if panel_keys else [((), frame)]
-    sets = sorted(set(frame["trainable"]), key=lambda t: (TRAINABLE + (t,)).index(t))
+    sets = sorted(set(frame["trainable"]), key=lambda t: ((STUDY_TRAINABLE + (t,)).index(t), t))
     fig = Figure(figsize=(max(4.5, 1.2 + 0.9 * len(sets) * len(panels)), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     seeds = set()

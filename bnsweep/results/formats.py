@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -63,7 +64,10 @@ def markdown_table(df: pd.DataFrame, float_format: str = "{:.4g}") -> str:
 
 
 def write_frame(df: pd.DataFrame, fmt: str, output: str | None) -> None:
-    """Write `df` in one of FORMATS to `output` (stdout when None; parquet needs a file)."""
+    """Write `df` in one of FORMATS to `output` (stdout when None; parquet needs a file); missing
+    parent directories of `output` are created."""
+    if output:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if fmt == "parquet":
         if not output:
             raise UsageError("--format parquet needs -o FILE")

@@ -133,15 +133,22 @@ def _experiments_at(path: PathLike) -> list[Experiment]:
 def find_experiments(paths: Paths) -> list[Experiment]:
     """The Ray Tune experiments under each path: a sweep directory (one experiment per stage),
     an experiment directory, or a list of those; raises NoExperimentError for a path with none."""
-    found = []
+    found: dict[tuple[str, str], Experiment] = {}
     for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
         experiments = _experiments_at(path)
         if not experiments:
             raise NoExperimentError(
                 f"{os.fspath(path)}: no Ray Tune experiment here (expected {STATE_PATTERN} in it "
                 f"or in its stage directories)")
-        found += experiments
-    return found
+        for exp in experiments:  # `results A A/stage` names a stage twice: its trials count once
+            found.setdefault(_identity(exp), exp)
+    return list(found.values())
+
+
+def _identity(exp: Experiment) -> tuple[str, str]:
+    """Where an experiment really is: local paths resolved (symlinks, `..`), URIs as written."""
+    local = isinstance(exp.fs, pafs.LocalFileSystem)
+    return exp.prefix, os.path.realpath(exp.path) if local else exp.path
 
 
 # ----------------------------------------------------------------------------- reading trials

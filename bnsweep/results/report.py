@@ -226,10 +226,10 @@ def write_report(paths: results.Paths, out: str | os.PathLike,
                  metric: str | None = None, mode: str | None = None) -> Path:
     """Write `report.md`, the figures (PNG and PDF), `table.tex` and `trials.csv` into `out`;
     returns the path of report.md. `metric`/`mode` override the sweep file's objective."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     experiments = results.find_experiments(paths)
     df, hist = results.load(paths), results.history(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to report
     objectives = {e.stage: (metric or e.metric, mode or e.mode) for e in experiments}
     table = tables.summarize(df)
     (out / "table.tex").write_text(tables.to_latex(table))

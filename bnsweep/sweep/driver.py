@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, Callable
 
@@ -43,10 +44,29 @@ def connect(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
+    if not address:
         ray.init(address="local", include_dashboard=False)
+        return
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except (ValueError, ConnectionError) as err:  # a malformed address, or no cluster answering there
+        raise ConfigError("--address", address, f"the address of a running Ray cluster "
+                          f"({str(err).strip().splitlines()[0]})") from None
+
+
+ADDRESS_RE = re.compile(r"(ray://)?(?P<host>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])(:(?P<port>\d{1,5}))?")
+
+
+def check_address(address: str | None, key: str = "--address") -> None:
+    """Refuse a malformed cluster address before anything is written (Ray would only refuse it
+    after the experiment directory exists): auto, local, HOST:PORT or ray://HOST[:PORT]."""
+    if address is None or address in ("auto", "local"):
+        return
+    match = ADDRESS_RE.fullmatch(address)
+    port = match and match["port"]
+    if not match or (port is None and not address.startswith("ray://")) or (port and not 0 < int(port) < 65536):
+        raise ConfigError(key, address, "auto, local, HOST:PORT (e.g. head:6379) or ray://HOST[:PORT] "
+                          "(e.g. ray://head:10001)")
 
 
 def trial_resources(stage: Stage) -> dict[str, float]:
@@ -168,13 +188,14 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
     if existing is not None and not resume:
         raise ConfigError("--name", os.path.basename(root), f"a new experiment name ({root} exists; "
                           "continue it with: bnsweep resume " + root + ")")
-    if existing is None and resume:
-        raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
     with driver_lock(root):
+        state = load_state(root)
+        if all(state["stages"].get(stage.name, {}).get("finished") for stage in sweep.stages):
+            print(f"bnsweep: every stage of {root} has finished; nothing to run", file=sys.stderr)
+            return []
+        connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
         if existing is None:
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
-        state = load_state(root)
-        connect(address)
         grids = []
         lookup: dict[str, str] = {}
         for stage in sweep.stages:

@@ -14,8 +14,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from bnsweep.core.config import KEYS, STAGE_INIT_PREFIX, TrialConfig, make_config, parse_yaml, read_text
+from bnsweep.core.config import (
+    KEYS,
+    MAX_SEED,
+    STAGE_INIT_PREFIX,
+    TYPES,
+    TrialConfig,
+    make_config,
+    parse_yaml,
+    read_text,
+)
 from bnsweep.errors import ConfigError
+from bnsweep.sweep.storage import LOCK_FILE, STATE_FILE, SWEEP_FILE
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
                 "resources", "max_concurrent", "max_failures", "checkpoints_to_keep", "seed")
@@ -27,6 +37,14 @@ ASHA_KEYS = ("max_t", "grace_period", "reduction_factor")
 METRIC_RE = re.compile(r"(final_)?(clean_acc|robust_acc)|robust_acc_eps[0-9.]+|train_loss|train_acc")
 DEFAULT_MATCH = ("dataset", "model", "seed")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 100  # characters: a directory name, with room under the file system's 255 bytes
+# A stage is a directory beside bnsweep's own files: it may not be named like one (or like its
+# temporary copy), on case-insensitive file systems either.
+RESERVED_PREFIXES = tuple(f.casefold() for f in (SWEEP_FILE, STATE_FILE, LOCK_FILE)) + ("bnsweep",)
+NOT_SEARCHED = ("init", "init_checkpoint")  # a stage's starting checkpoints are resolved per grid cell
+MAX_TRIALS = 10_000  # per stage (each is validated: about 1 ms apiece)
+MAX_SETTING = 100_000  # num_samples, failures, checkpoints, ASHA's epochs
+MAX_RESOURCE = 1024  # CPUs or GPUs per trial (Ray leaves a trial no node can hold pending for ever)
 
 
 @dataclass(frozen=True)
@@ -111,22 +129,30 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
 
 def _parse(doc: Any, path: str) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
-    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConfigError("name", name, "letters, digits, '_', '.', '-'", path)
+    name = check_name("name", doc.get("name", os.path.splitext(os.path.basename(path))[0]), path)
     stages: list[Stage] = []
     for i, raw in enumerate(raw_stages):
         if not isinstance(raw, Mapping):
             raise ConfigError(f"stages[{i}]", raw, "a mapping with name:, trial:, grid:, ...", path)
         stage_name = raw.get("name")
         where = f"{path}: stage {stage_name!r}" if "stages" in doc else path
-        if not isinstance(stage_name, str) or not NAME_RE.fullmatch(stage_name):
-            raise ConfigError(f"stages[{i}].name", stage_name, "letters, digits, '_', '.', '-'", path)
-        if stage_name in [s.name for s in stages]:
+        check_name(f"stages[{i}].name", stage_name, path)
+        if stage_name.casefold().startswith(RESERVED_PREFIXES):
+            raise ConfigError(f"stages[{i}].name", stage_name, "a name that does not start like bnsweep's own "
+                              f"files ({SWEEP_FILE}, {STATE_FILE}, {LOCK_FILE}, bnsweep*)", path)
+        if stage_name.casefold() in [s.name.casefold() for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
         stages.append(_stage(stage_name, _merge(top, raw), where, stages))
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
+
+
+def check_name(key: str, name: Any, where: str) -> str:
+    """An experiment or stage name: one directory name, portable and not too long."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
+        raise ConfigError(key, name, f"1 to {MAX_NAME} letters, digits, '_', '.', '-', starting with a letter "
+                          "or digit", where)
+    return name
 
 
 def _merge(top: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,6 +182,10 @@ def _stage(name: str, raw: Mapping[str, Any], where: str, earlier: list[Stage]) 
     search = _search(raw, base, grid, where)
     settings = _settings(raw, where)
     stage = Stage(name=name, base=base, grid=grid, search=search, **settings)
+    if stage.num_trials > MAX_TRIALS:
+        raise ConfigError("grid", {k: f"{len(v)} values" for k, v in grid.items()}, f"at most {MAX_TRIALS} "
+                          f"trials per stage (grid and num_samples give {stage.num_trials})", where)
+    _check_scheduler(stage, where)
     if stage.search_alg == "optuna" and (not search or grid):
         raise ConfigError("search_alg", "optuna", "optuna with search: dimensions only; list grid dimensions "
                           "as search: {KEY: {choice: [...]}} or use search_alg: grid", where)
@@ -197,32 +227,50 @@ def _search(raw: Mapping[str, Any], base: dict[str, Any], grid: Mapping[str, Any
     for key, spec in search.items():
         if key not in KEYS or key in grid:
             raise ConfigError("search", key, "trial keys not also in grid: " + ", ".join(KEYS), where)
+        if key in NOT_SEARCHED:
+            raise ConfigError("search", key, "keys other than init (list starting points under grid:, whose "
+                              "cells each find their checkpoint)", where)
         allowed = "{loguniform: [low, high]}, {uniform: [low, high]}, {randint: [low, high]} or {choice: [...]}"
         if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
             raise ConfigError(f"search.{key}", spec, allowed, where)
-        kind, args = next(iter(spec.items()))
+        kind, values = next(iter(spec.items()))
         if kind == "choice":
-            if not isinstance(args, list) or not args:
+            if not isinstance(values, list) or not values:
                 raise ConfigError(f"search.{key}", spec, "choice: a non-empty list", where)
-            values = args
         else:
-            if (not isinstance(args, list) or len(args) != 2
-                    or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
-                    or not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0)
-                    or (kind == "randint" and not all(isinstance(a, int) for a in args))):
-                raise ConfigError(f"search.{key}", spec, f"{kind}: [low, high] with low < high"
-                                  + (" and low > 0" if kind == "loguniform" else ""), where)
-            values = args
+            _check_sampler(key, kind, values, spec, where)
         out[key] = {kind: [_config({**base, key: v}, where, "search").to_dict()[key] for v in values]}
     return out
 
 
-def _positive_int(raw: Mapping[str, Any], key: str, default: Any, where: str, low: int = 1) -> Any:
+def _check_sampler(key: str, kind: str, args: Any, spec: Any, where: str) -> None:
+    """A range sampler must draw values of the key's type: floats (uniform, loguniform) for float keys,
+    integers (randint) for integer or float keys; every other key is searched with choice."""
+    sampled = ("float",) if kind in ("uniform", "loguniform") else ("int", "float")
+    if TYPES[key] not in sampled:
+        kinds = "randint or choice" if TYPES[key] == "int" else "choice"
+        raise ConfigError(f"search.{key}", spec, f"{kinds} ({key} is {_KIND_NAMES[TYPES[key]]}; {kind} "
+                          f"draws {'integers' if kind == 'randint' else 'floats'})", where)
+    number = int if kind == "randint" else (int, float)
+    if (not isinstance(args, list) or len(args) != 2
+            or not all(isinstance(a, number) and not isinstance(a, bool) for a in args)
+            or not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0)):
+        raise ConfigError(f"search.{key}", spec, f"{kind}: [low, high] with low < high"
+                          + (" and low > 0" if kind == "loguniform" else "")
+                          + (", both integers" if kind == "randint" else ""), where)
+
+
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "tuple[float, ...]": "a list of radii"}
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, default: Any, where: str, low: int = 1,
+                  high: int = MAX_SETTING) -> Any:
     value = raw.get(key, default)
     if value is default and default is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(key, value, f"an integer >= {low}", where)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(key, value, f"an integer >= {low} and <= {high}", where)
     return value
 
 
@@ -246,7 +294,7 @@ def _settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             "max_concurrent": _positive_int(raw, "max_concurrent", None, where),
             "max_failures": _positive_int(raw, "max_failures", 2, where, low=0),
             "checkpoints_to_keep": _positive_int(raw, "checkpoints_to_keep", 2, where),
-            "seed": _positive_int(raw, "seed", 0, where, low=0), "match": tuple(match)}
+            "seed": _positive_int(raw, "seed", 0, where, low=0, high=MAX_SEED), "match": tuple(match)}
 
 
 def _scheduler(value: Any, where: str) -> Any:
@@ -261,9 +309,27 @@ def _scheduler(value: Any, where: str) -> Any:
     for key, arg in args.items():
         if key not in ASHA_KEYS:
             raise ConfigError("scheduler.asha", key, ", ".join(ASHA_KEYS), where)
-        if not isinstance(arg, int) or isinstance(arg, bool) or arg < (2 if key == "reduction_factor" else 1):
-            raise ConfigError(f"scheduler.asha.{key}", arg, "an integer >= 1 (reduction_factor >= 2)", where)
+        low = 2 if key == "reduction_factor" else 1
+        if not isinstance(arg, int) or isinstance(arg, bool) or not low <= arg <= MAX_SETTING:
+            raise ConfigError(f"scheduler.asha.{key}", arg, f"an integer >= {low} and <= {MAX_SETTING}", where)
     return {"asha": dict(args)}
+
+
+def _check_scheduler(stage: Stage, where: str) -> None:
+    """ASHA stops trials at rungs from grace_period up to max_t epochs (default: the stage's epochs),
+    comparing the metric each epoch: a grace period past max_t, or a metric reported only at the end,
+    leaves it nothing to compare."""
+    if not isinstance(stage.scheduler, dict):
+        return
+    asha = stage.scheduler["asha"]
+    max_t = asha.get("max_t", stage.base["epochs"])
+    grace = asha.get("grace_period", 1)
+    if grace > max_t:
+        source = "max_t" if "max_t" in asha else "the stage's epochs"
+        raise ConfigError("scheduler.asha.grace_period", grace, f"an integer <= {max_t} ({source})", where)
+    if stage.metric.startswith("final_"):
+        raise ConfigError("metric", stage.metric, "a metric reported every epoch (clean_acc, robust_acc, "
+                          "robust_acc_epsE, train_loss, train_acc) with scheduler: asha", where)
 
 
 def _resources(value: Any, where: str) -> dict[str, float]:
@@ -273,12 +339,15 @@ def _resources(value: Any, where: str) -> dict[str, float]:
         if key not in ("cpu", "gpu"):
             raise ConfigError("resources", key, "cpu, gpu", where)
     cpu, gpu = value.get("cpu", 1), value.get("gpu", 0)
-    if not isinstance(cpu, (int, float)) or isinstance(cpu, bool) or cpu <= 0:
-        raise ConfigError("resources.cpu", cpu, "a number > 0", where)
-    if (not isinstance(gpu, (int, float)) or isinstance(gpu, bool) or gpu < 0
-            or (gpu > 1 and gpu != int(gpu))):
+    if not _finite(cpu) or not 0 < cpu <= MAX_RESOURCE:
+        raise ConfigError("resources.cpu", cpu, f"a number > 0 and <= {MAX_RESOURCE}", where)
+    if not _finite(gpu) or not 0 <= gpu <= MAX_RESOURCE or (gpu > 1 and gpu != int(gpu)):
         raise ConfigError("resources.gpu", gpu, "0, a fraction in (0, 1], or a whole number of GPUs", where)
     return {"cpu": cpu, "gpu": gpu}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:

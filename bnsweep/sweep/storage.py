@@ -8,6 +8,7 @@ import os
 import shutil
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from bnsweep.errors import ConfigError
@@ -22,7 +23,11 @@ def filesystem(path: str | os.PathLike) -> tuple[pafs.FileSystem, str, str]:
     text = os.fspath(path)
     if "://" not in text:
         return pafs.LocalFileSystem(), os.path.abspath(text), ""
-    fs, inner = pafs.FileSystem.from_uri(text)
+    try:
+        fs, inner = pafs.FileSystem.from_uri(text)
+    except (pa.ArrowException, OSError) as err:  # unknown scheme, bad syntax, missing driver (hdfs)
+        raise ConfigError("path", text, "a local path or a URI of a file system pyarrow knows (file:///..., "
+                          f"s3://..., gs://...): {str(err).strip().splitlines()[0]}") from None
     prefix = "" if isinstance(fs, pafs.LocalFileSystem) else text.split("://", 1)[0] + "://"
     return fs, inner.rstrip("/") or "/", prefix
 
