@@ -17,8 +17,10 @@ class BadInput(ValueError):
 
 
 def _rebuild(cls: type, message: str, state: dict[str, Any]) -> BadInput:
-    err = BadInput.__new__(cls)
-    BaseException.__init__(err, message)
+    # __init__ is skipped (ConfigError's takes other arguments); __new__ comes from the base that
+    # fixes the memory layout (FileNotFoundError for NoExperimentError), as when it was raised
+    err = cls.__base__.__new__(cls)
+    err.args = (message,)
     err.__dict__.update(state)
     return err
 
