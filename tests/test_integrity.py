@@ -57,3 +57,72 @@ def test_config_error_inside_a_ray_trial_reaches_the_driver_intact(tmp_path, ray
         execute(sweep, root, resume=False, trainable=config_error_trial)
     assert f"ConfigError: {message}" in str(failed.value)
     assert results.load(root)["error"].tolist() == [f"bnsweep.errors.ConfigError: {message}"]
+
+
+# -- --where cannot run code -------------------------------------------------------------------
+
+INJECTIONS = [
+    "@os.system('touch x')",
+    "@df.to_csv('x')",
+    "__import__('os').system('touch x')",
+    "df.to_csv('x')",
+    "stage.to_csv('x') == 1",
+    "`stage`.to_csv('x') == 1",
+    "stage.str.len() > 0",
+    "stage.__class__ == 1",
+    "open('x', 'w')",
+    "(lambda: open('x', 'w'))()",
+    "seed[0] == 1",
+    "[open('x', 'w') for s in [1]]",
+    "(x := 1) == 1",
+    "f'{seed}' == '1'",
+    "seed if seed else seed",
+    "__builtins__ == 1",
+    "seed == 1; import os",
+    "seed in seed",
+    "stage * 100000000000 == 'a'",
+    "2 ** 10 ** 10 == 1",
+    "seed is None",
+    "stage == b'x'",
+    "{'a': 1} == 1",
+    "not " * 20000 + "seed == 1",
+    "`stage",
+    "trainable < 1",
+    "seed",
+]
+
+
+@pytest.mark.parametrize("where", INJECTIONS, ids=range(len(INJECTIONS)))
+@pytest.mark.parametrize("command", ["results", "table"])
+def test_where_runs_nothing_and_reaches_nothing_but_columns(where, command, mixed_dir, tmp_path, monkeypatch, capsys):
+    from bnsweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([command, str(mixed_dir), "--where", where]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bnsweep: error: --where") and len(err.strip().splitlines()) == 1
+    assert len(err) < 3000  # the expression is cut short, not echoed whole
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing run
+
+
+LEGITIMATE = [
+    "stage == 'adv' and trainable in ['bn', 'all']",
+    "robust_acc > 0.3",
+    "not (seed == 1)",
+    "seed not in (1, 2) or status == 'error'",
+    "0.2 < robust_acc <= 0.9",
+    "`robust_acc_eps8` >= robust_acc - 0.1",
+    "seed % 2 == 0 and -seed > -4",
+    "epochs * 2 == 6 and status != 'terminated'",
+    "stage == \"a`b\" or stage == 'pre'",
+]
+
+
+@pytest.mark.parametrize("where", LEGITIMATE)
+def test_where_selects_what_pandas_query_selects(where, mixed_dir):
+    from bnsweep import results
+
+    df = results.load(mixed_dir)
+    selected = results.select(df, where)
+    assert 0 < len(selected) < len(df) or where.startswith("robust_acc")
+    assert selected["trial_id"].tolist() == df.query(where)["trial_id"].tolist()
