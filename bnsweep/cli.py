@@ -165,11 +165,11 @@ def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bnsweep.sweep.spec import check_name, load_sweep
     from bnsweep.sweep.storage import sweep_dir
-    from bnsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep)
-    root = sweep_dir(args.storage, args.name or sweep.name)
+    root = sweep_dir(args.storage, check_name(args.name, "--name") if args.name is not None else sweep.name)
     return _run(sweep, root, resume=args.resume, address=args.address)
 
 

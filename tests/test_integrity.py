@@ -126,3 +126,32 @@ def test_where_selects_what_pandas_query_selects(where, mixed_dir):
     selected = results.select(df, where)
     assert 0 < len(selected) < len(df) or where.startswith("robust_acc")
     assert selected["trial_id"].tolist() == df.query(where)["trial_id"].tolist()
+
+
+# -- names stay inside the storage -------------------------------------------------------------
+
+BAD_NAMES = ["../../x", "..", ".", "my sweep/x", "a/b", "/abs", "", "-x", "x\n", "sweep\x00"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=range(len(BAD_NAMES)))
+@pytest.mark.parametrize("given_by", ["--name", "name:"])
+def test_experiment_name_is_one_directory_inside_the_storage(name, given_by, tmp_path, monkeypatch, capsys):
+    import json
+
+    from bnsweep.cli import main
+    from bnsweep.sweep import driver
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start for a bad name")
+
+    monkeypatch.setattr(driver, "connect", no_ray)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    sweep = work / "s.yaml"
+    head = "" if given_by == "--name" else f"name: {json.dumps(name)}\n"
+    sweep.write_text(head + "trial: {dataset: planted, model: resnet8, epochs: 1}\n")
+    extra = [f"--name={name}"] if given_by == "--name" else []
+    assert main(["run", str(sweep), "--storage", str(work / "storage"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and ("--name" if given_by == "--name" else "name") in err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/s.yaml"]

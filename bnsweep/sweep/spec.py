@@ -111,22 +111,27 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
 
 def _parse(doc: Any, path: str) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
-    name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConfigError("name", name, "letters, digits, '_', '.', '-'", path)
+    name = check_name(doc.get("name", os.path.splitext(os.path.basename(path))[0]), "name", path)
     stages: list[Stage] = []
     for i, raw in enumerate(raw_stages):
         if not isinstance(raw, Mapping):
             raise ConfigError(f"stages[{i}]", raw, "a mapping with name:, trial:, grid:, ...", path)
         stage_name = raw.get("name")
         where = f"{path}: stage {stage_name!r}" if "stages" in doc else path
-        if not isinstance(stage_name, str) or not NAME_RE.fullmatch(stage_name):
-            raise ConfigError(f"stages[{i}].name", stage_name, "letters, digits, '_', '.', '-'", path)
+        check_name(stage_name, f"stages[{i}].name", path)
         if stage_name in [s.name for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
         stages.append(_stage(stage_name, _merge(top, raw), where, stages))
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
+
+
+def check_name(name: Any, key: str, where: str = "") -> str:
+    """An experiment or stage name (the sweep file's or --name): it becomes one directory under the
+    storage, so it is one path component and never `.`, `..` or a path."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError(key, name, "letters, digits, '_', '.', '-', starting with a letter or digit", where)
+    return name
 
 
 def _merge(top: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
