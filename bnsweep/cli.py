@@ -175,8 +175,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from bnsweep.sweep.driver import resume_sweep
+    from bnsweep.sweep.storage import location
 
-    root = args.dir if "://" in args.dir else os.path.abspath(args.dir)
+    root = location(args.dir)
     return _run(resume_sweep(root), root, resume=True, address=args.address)
 
 

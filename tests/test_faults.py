@@ -137,6 +137,9 @@ def test_second_driver_on_a_running_experiment_refuses(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert "no other bnsweep driver" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        uri = subprocess.run([*BNSWEEP, "resume", f"file://{storage}/busy"], env=env, capture_output=True,
+                             text=True, timeout=120)  # the same experiment spelled as a URI
+        assert uri.returncode == 2 and "no other bnsweep driver" in uri.stderr
         assert first.wait(timeout=300) == 0
     finally:
         if first.poll() is None:

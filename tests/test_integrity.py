@@ -155,3 +155,123 @@ def test_experiment_name_is_one_directory_inside_the_storage(name, given_by, tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ("--name" if given_by == "--name" else "name") in err
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b", "a/b/s.yaml"]
+
+
+# -- one driver per experiment, however it is spelled ------------------------------------------
+
+@pytest.fixture
+def held_experiment(tmp_path):
+    """An experiment directory whose driver lock another process holds (as a running driver does)."""
+    import subprocess
+
+    root = tmp_path / "storage" / "exp"
+    root.mkdir(parents=True)
+    (root / "sweep.yaml").write_text("name: exp\ntrial: {dataset: planted, model: resnet8, epochs: 1}\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom bnsweep.sweep.storage import driver_lock\n"
+         "with driver_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)", str(root)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield root
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def spellings(root) -> list[str]:
+    link = root.parent.parent / "link"
+    link.symlink_to(root.parent)
+    return [f"file://{root}", f"file:{root}", str(link / "exp"), f"{root}/../exp", f"file://{link}/exp/"]
+
+
+def test_other_spellings_of_a_running_experiment_are_refused(held_experiment, monkeypatch, capsys):
+    from bnsweep.cli import main
+    from bnsweep.sweep import driver
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a second driver must not start Ray")
+
+    monkeypatch.setattr(driver, "connect", no_ray)
+    for spelling in spellings(held_experiment):
+        assert main(["resume", spelling]) == 2, spelling
+        err = capsys.readouterr().err.strip()
+        assert "no other bnsweep driver" in err and len(err.splitlines()) == 1, (spelling, err)
+    storage = f"file://{held_experiment.parent}"
+    assert main(["run", str(held_experiment / "sweep.yaml"), "--storage", storage, "--resume"]) == 2
+    assert "no other bnsweep driver" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fast_heartbeat(monkeypatch):
+    from bnsweep.sweep import storage
+
+    monkeypatch.setattr(storage, "SETTLE_S", 0.0)
+    monkeypatch.setattr(storage, "HEARTBEAT_S", 0.05)
+    return storage
+
+
+def lock_file(tmp_path, **held):
+    import json
+
+    path = tmp_path / "lock.json"
+    path.write_text(held.pop("text", None) or json.dumps(held))
+    return path
+
+
+def test_uri_lock_refuses_a_live_driver_and_takes_over_a_dead_ones(tmp_path, fast_heartbeat, capsys):
+    import json
+    import subprocess
+    import time
+
+    import pyarrow.fs as pafs
+
+    storage, fs = fast_heartbeat, pafs.LocalFileSystem()
+    live = lock_file(tmp_path, host="other-host", pid=1, token="t", heartbeat=time.time() - 5)
+    with pytest.raises(ConfigError, match="no other bnsweep driver is running .driver pid 1 on other-host"):
+        with storage.heartbeat_lock(fs, str(live), "s3://b/exp"):
+            pass
+    assert json.loads(live.read_text())["token"] == "t"  # untouched
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = [dict(host="other-host", pid=1, token="t", heartbeat=time.time() - storage.STALE_S - 1),
+            dict(host=__import__("socket").gethostname(), pid=gone.pid, token="t", heartbeat=time.time()),
+            dict(text="{half a lock")]
+    for held in dead:
+        path = lock_file(tmp_path, **held)
+        with storage.heartbeat_lock(fs, str(path), "s3://b/exp"):
+            assert "taking over from driver" in capsys.readouterr().err
+            mine = json.loads(path.read_text())
+            assert mine["pid"] == __import__("os").getpid() and mine["token"] != "t"
+        assert not path.exists()  # released
+
+
+def test_uri_lock_heartbeat_is_refreshed_while_held(tmp_path, fast_heartbeat):
+    import json
+    import time
+
+    import pyarrow.fs as pafs
+
+    path = tmp_path / "lock.json"
+    with fast_heartbeat.heartbeat_lock(pafs.LocalFileSystem(), str(path), "s3://b/exp"):
+        first = json.loads(path.read_text())["heartbeat"]
+        deadline = time.time() + 30
+        while json.loads(path.read_text())["heartbeat"] == first:  # written whole (a move), never half
+            assert time.time() < deadline, "heartbeat never refreshed"
+            time.sleep(0.02)
+
+
+def test_second_driver_through_a_uri_is_refused(tmp_path, fast_heartbeat, monkeypatch):
+    import pyarrow.fs as pafs
+
+    storage = fast_heartbeat
+    local = pafs.LocalFileSystem()
+    monkeypatch.setattr(storage, "filesystem", lambda uri: (local, str(tmp_path / uri.split("://")[1]), "s3://"))
+    with storage.driver_lock("s3://bucket/exp"):
+        assert (tmp_path / "bucket" / "exp" / storage.HEARTBEAT_FILE).exists()
+        with pytest.raises(ConfigError, match="no other bnsweep driver"):
+            with storage.driver_lock("s3://bucket/exp"):
+                pass
+    with storage.driver_lock("s3://bucket/exp"):  # released: the next driver takes it
+        pass

@@ -6,6 +6,11 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -14,7 +19,11 @@ from bnsweep.errors import ConfigError
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file as run, beside the stages' Ray Tune experiments
 STATE_FILE = "bnsweep_state.json"  # finished stages and the checkpoints later stages start from
-LOCK_FILE = ".bnsweep.lock"
+LOCK_FILE = ".bnsweep.lock"  # local experiments: an OS file lock
+HEARTBEAT_FILE = ".bnsweep_driver.json"  # experiments behind a URI: host, pid and heartbeat of the driver
+HEARTBEAT_S = 10.0  # how often a driver refreshes its heartbeat
+STALE_S = 60.0  # a heartbeat this old belongs to a driver that is gone
+SETTLE_S = 2.0  # a new lock is read back after this long: of two drivers starting at once, one wins
 
 
 def filesystem(path: str | os.PathLike) -> tuple[pafs.FileSystem, str, str]:
@@ -27,9 +36,21 @@ def filesystem(path: str | os.PathLike) -> tuple[pafs.FileSystem, str, str]:
     return fs, inner.rstrip("/") or "/", prefix
 
 
+def location(text: str | os.PathLike) -> str:
+    """A storage or experiment location as bnsweep spells it: a `file:` URI becomes its local path and
+    local paths are absolute, so every spelling of one local directory takes the same driver lock
+    (symbolic links and `..` reach the same lock file); other URIs stay as given."""
+    text = os.fspath(text)
+    if text.startswith("file:"):
+        try:
+            text = pafs.FileSystem.from_uri(text)[1]
+        except (ValueError, OSError) as err:  # pyarrow.ArrowInvalid is a ValueError
+            raise ConfigError("path", text, f"a local path or a file:///absolute/path URI ({err})") from None
+    return text.rstrip("/") if "://" in text else os.path.abspath(text)
+
+
 def sweep_dir(storage: str, name: str) -> str:
-    storage = storage if "://" in storage else os.path.abspath(storage)
-    return f"{storage.rstrip('/')}/{name}"
+    return f"{location(storage).rstrip('/')}/{name}"
 
 
 def read_text(uri: str) -> str | None:
@@ -55,11 +76,17 @@ def load_state(root: str) -> dict[str, Any]:
     return json.loads(text) if text else {"stages": {}}
 
 
+BUSY = "an experiment no other bnsweep driver is running"
+
+
 @contextlib.contextmanager
 def driver_lock(root: str):
-    """One driver per experiment: a second `bnsweep run`/`resume` on the same directory refuses."""
+    """One driver per experiment: a second `bnsweep run`/`resume` on the same experiment refuses.
+    Local directories take an OS file lock (released when the driver dies); URIs a heartbeat lock."""
     if "://" in root:
-        yield
+        fs, path, _ = filesystem(root)
+        with heartbeat_lock(fs, f"{path}/{HEARTBEAT_FILE}", root):
+            yield
         return
     from filelock import FileLock, Timeout
 
@@ -68,11 +95,99 @@ def driver_lock(root: str):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise ConfigError("experiment", root, "an experiment no other bnsweep driver is running") from None
+        raise ConfigError("experiment", root, BUSY) from None
     try:
         yield
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def heartbeat_lock(fs: pafs.FileSystem, path: str, shown: str):
+    """A lock object on storage without file locks (object stores): it names the driver's host and
+    pid and a heartbeat, refreshed every HEARTBEAT_S by a thread. A lock whose heartbeat is older than
+    STALE_S, or whose driver ran on this host and is gone, belongs to a dead driver and is taken over.
+    Two drivers starting within SETTLE_S of each other: the one whose write landed last keeps it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex}
+    held = _read_lock(fs, path)
+    if held is not None:
+        beat = held.get("heartbeat")
+        age = time.time() - beat if isinstance(beat, (int, float)) else None
+        if not _stale(held, age):
+            raise ConfigError("experiment", shown, f"{BUSY} (driver pid {held.get('pid')} on "
+                              f"{held.get('host')}, heartbeat {age:.0f} s ago)")
+        last = f"last heartbeat {age:.0f} s ago" if age is not None else "its lock is unreadable"
+        print(f"bnsweep: warning: {shown}: taking over from driver pid {held.get('pid')} on {held.get('host')}, "
+              f"which is gone ({last})", file=sys.stderr)
+    _write_lock(fs, path, me)
+    time.sleep(SETTLE_S)
+    winner = _read_lock(fs, path) or {}
+    if winner.get("token") != me["token"]:
+        raise ConfigError("experiment", shown, f"{BUSY} (driver pid {winner.get('pid')} on {winner.get('host')} "
+                          "started at the same time)")
+    stop = threading.Event()
+    beater = threading.Thread(target=_heartbeat, args=(fs, path, me, shown, stop), daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join()
+        if (_read_lock(fs, path) or {}).get("token") == me["token"]:
+            fs.delete_file(path)
+
+
+def _stale(held: dict[str, Any], age: float | None) -> bool:
+    if age is None or age > STALE_S:
+        return True
+    if held.get("host") != socket.gethostname() or not isinstance(held.get("pid"), int):
+        return False
+    try:
+        os.kill(held["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
+def _read_lock(fs: pafs.FileSystem, path: str) -> dict[str, Any] | None:
+    """The lock's content; {} when it is there but unreadable (a dead driver's half write)."""
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return None
+    try:
+        with fs.open_input_stream(path) as fh:
+            held = json.loads(fh.read())
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def _write_lock(fs: pafs.FileSystem, path: str, me: dict[str, Any]) -> None:
+    """Write whole or not at all (a temporary name, then a move): a half-written lock would read as a
+    dead driver's."""
+    fs.create_dir(os.path.dirname(path), recursive=True)
+    tmp = f"{path}.{me['token']}.tmp"
+    with fs.open_output_stream(tmp) as fh:
+        fh.write(json.dumps({**me, "heartbeat": time.time()}).encode())
+    fs.move(tmp, path)
+
+
+def _heartbeat(fs: pafs.FileSystem, path: str, me: dict[str, Any], shown: str, stop: threading.Event) -> None:
+    """Refresh the lock until `stop`; say so once if another driver took it over meanwhile."""
+    warned = False
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            holder = _read_lock(fs, path) or {}
+            if holder.get("token") == me["token"]:
+                _write_lock(fs, path, me)
+            elif not warned:
+                warned = True
+                print(f"bnsweep: warning: {shown}: driver pid {holder.get('pid')} on {holder.get('host')} took "
+                      "over this experiment's lock (this driver's heartbeat stalled); stop one of them",
+                      file=sys.stderr)
+        except OSError as err:  # storage unreachable for a moment: try again at the next beat
+            print(f"bnsweep: warning: {shown}: cannot refresh the driver lock ({err})", file=sys.stderr)
 
 
 class StorageFull(OSError):
