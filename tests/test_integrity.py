@@ -275,3 +275,68 @@ def test_second_driver_through_a_uri_is_refused(tmp_path, fast_heartbeat, monkey
                 pass
     with storage.driver_lock("s3://bucket/exp"):  # released: the next driver takes it
         pass
+
+
+# -- resume unpickles only directories no one else can write -----------------------------------
+
+class Planted:
+    """A pickle that runs code when loaded: what a crafted tuner.pkl would hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def planted_experiment(tmp_path):
+    root = tmp_path / "exp"
+    (root / "main" / "trial_0").mkdir(parents=True)
+    (root / "sweep.yaml").write_text("name: exp\ntrial: {dataset: planted, model: resnet8, epochs: 1}\n")
+    (root / "main" / "tuner.pkl").write_bytes(pickle.dumps(Planted(tmp_path / "pwned")))
+    (root / "main" / "trial_0" / "params.json").write_text("{}")
+    return root
+
+
+def make_untrusted(root, how: str) -> None:
+    import os
+
+    if how == "o+w file":
+        os.chmod(root / "main" / "tuner.pkl", 0o646)
+    elif how == "o+w trial dir":
+        os.chmod(root / "main" / "trial_0", 0o757)
+    elif how == "o+w experiment":
+        os.chmod(root, 0o777)
+    elif how == "symlink":
+        (root / "main" / "link.pkl").symlink_to(root / "main" / "tuner.pkl")
+    elif how == "foreign owner":
+        if os.getuid() != 0:
+            pytest.skip("chown to another user needs root")
+        os.chown(root / "main" / "tuner.pkl", 65534, 65534)
+
+
+@pytest.mark.parametrize("how", ["o+w file", "o+w trial dir", "o+w experiment", "symlink", "foreign owner"])
+def test_resume_refuses_a_directory_others_could_plant_pickles_in(how, tmp_path, monkeypatch, capsys):
+    from bnsweep.cli import main
+    from bnsweep.sweep import driver
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start on an untrusted experiment")
+
+    monkeypatch.setattr(driver, "connect", no_ray)
+    root = planted_experiment(tmp_path)
+    make_untrusted(root, how)
+    assert main(["resume", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trusted like code" in err and str(root) in err
+    assert main(["run", str(root / "sweep.yaml"), "--storage", str(tmp_path), "--resume"]) == 2
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_the_planted_pickle_would_run_if_it_were_unpickled(tmp_path):
+    """The refusal above is what stands between Ray's `Tuner.restore` and the planted code."""
+    root = planted_experiment(tmp_path)
+    pickle.loads((root / "main" / "tuner.pkl").read_bytes())
+    assert (tmp_path / "pwned").exists()

@@ -19,6 +19,7 @@ from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
 from bnsweep.sweep.storage import (
     STATE_FILE,
     SWEEP_FILE,
+    check_trusted,
     driver_lock,
     load_state,
     read_text,
@@ -171,6 +172,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
     if existing is None and resume:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
     with driver_lock(root):
+        check_trusted(root)  # before Ray could unpickle anything of it
         if existing is None:
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
         state = load_state(root)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import threading
 import time
@@ -188,6 +189,36 @@ def _heartbeat(fs: pafs.FileSystem, path: str, me: dict[str, Any], shown: str, s
                       file=sys.stderr)
         except OSError as err:  # storage unreachable for a moment: try again at the next beat
             print(f"bnsweep: warning: {shown}: cannot refresh the driver lock ({err})", file=sys.stderr)
+
+
+TRUSTED = ("an experiment directory whose files are all yours and not writable by others: Ray unpickles "
+           "files of it (tuner.pkl, state files) to resume, so it is trusted like code")
+
+
+def check_trusted(root: str) -> None:
+    """Refuse a local experiment directory that another user could have planted a pickle in.
+
+    Ray's `Tuner.restore` unpickles `tuner.pkl` and state files that may embed pickles before it
+    checks anything, so whoever can write an experiment directory can run code in the driver that
+    resumes it. Every file and directory under `root` must belong to this user, not be writable by
+    others and not be a symbolic link. URIs have no owners to check: there the storage's access
+    control is the boundary."""
+    if "://" in root or not os.path.isdir(root):
+        return
+    uid = os.getuid()
+
+    def check(path: str) -> None:
+        st = os.lstat(path)
+        problem = ("a symbolic link" if stat.S_ISLNK(st.st_mode) else f"owned by uid {st.st_uid}, not {uid}"
+                   if st.st_uid != uid else "writable by others" if st.st_mode & stat.S_IWOTH else None)
+        if problem:
+            raise ConfigError("experiment", f"{path} ({problem})",
+                              f"{TRUSTED}; if you trust what is in it, make it yours and run chmod -R o-w {root}")
+
+    check(root)
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            check(os.path.join(directory, name))
 
 
 class StorageFull(OSError):
