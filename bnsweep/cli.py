@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from typing import Any
 
-from bnsweep.errors import BadInput, ConfigError, UsageError
+from bnsweep.errors import BadInput, ConfigError, DamagedWarning, UsageError
 
 EXIT_BAD_INPUT = 2
 
@@ -151,6 +152,10 @@ def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
 
     from bnsweep.sweep.driver import SweepFailed, execute
 
+    if resume:  # a damaged trial file stops resume before anything runs, not midway
+        from bnsweep.results.load import check_experiment
+
+        check_experiment(root)
     start = time.perf_counter()
     try:
         execute(sweep, root, resume=resume, address=address)
@@ -341,16 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(default=warnings.showwarning):
+    """A `warnings.showwarning` that shows bnsweep's own warnings (a damaged file skipped) as one
+    line, once each (`report` reads an experiment twice); others as Python shows them."""
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, DamagedWarning):
+            default(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            print(f"bnsweep: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BadInput as err:
-        print(f"bnsweep: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("bnsweep: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            return args.func(args)
+        except BadInput as err:
+            print(f"bnsweep: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("bnsweep: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

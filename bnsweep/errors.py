@@ -44,3 +44,8 @@ class UsageError(BadInput):
 
 class NoExperimentError(BadInput, FileNotFoundError):
     """The path holds no Ray Tune experiment (nor a sweep directory of them)."""
+
+
+class DamagedWarning(UserWarning):
+    """A file of an experiment directory that does not read as Ray or bnsweep writes it: `results`
+    and `report` skip what it belongs to (the command line shows it as one line)."""

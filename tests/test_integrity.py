@@ -340,3 +340,126 @@ def test_the_planted_pickle_would_run_if_it_were_unpickled(tmp_path):
     root = planted_experiment(tmp_path)
     pickle.loads((root / "main" / "tuner.pkl").read_bytes())
     assert (tmp_path / "pwned").exists()
+
+
+# -- damaged experiment directories ------------------------------------------------------------
+
+SWEEP = "name: exp\ntrial: {dataset: planted, model: resnet8, epochs: 3}\ngrid: {seed: [0, 1]}\n"
+
+
+def small_experiment(root):
+    """A bnsweep experiment as a driver leaves it mid-stage: seed 0 finished, seed 1 at epoch 2."""
+    import json
+    import random
+
+    from bnsweep.sweep.storage import sweep_digest
+    from bnsweep.testing import FakeTrial, realistic_config, realistic_rows, write_experiment
+
+    root.mkdir()
+    (root / "sweep.yaml").write_text(SWEEP)
+    (root / "bnsweep_state.json").write_text(json.dumps({"sweep_sha256": sweep_digest(SWEEP), "stages": {}}))
+    rng = random.Random(0)
+    configs = [{**realistic_config(seed, "all", "random"), "epochs": 3} for seed in (0, 1)]
+    write_experiment(root / "main", [FakeTrial(configs[0], realistic_rows(3, rng)),
+                                     FakeTrial(configs[1], realistic_rows(2, rng, final=False), status="RUNNING")])
+    return root
+
+
+def trial_file(root, seed: int, name: str):
+    return next((root / "main").glob(f"*seed={seed}_*")) / name
+
+
+def append(path, text: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(text)
+
+
+def insert_line(path, text: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], text, *lines[1:]]))
+
+
+# (id, damage, the file the messages name, does results skip trial seed 1)
+DAMAGES = [
+    ("params-not-json", lambda r: trial_file(r, 1, "params.json").write_text("{seed: 1"), "params.json", True),
+    ("params-a-list", lambda r: trial_file(r, 1, "params.json").write_text("[1, 2]"), "params.json", True),
+    ("result-line-a-list", lambda r: append(trial_file(r, 1, "result.json"), "[1,2,3]\n"), "result.json", True),
+    ("result-line-garbage-inside", lambda r: insert_line(trial_file(r, 1, "result.json"), "garbage\n"),
+     "result.json", True),
+    ("result-iteration-a-list", lambda r: append(trial_file(r, 1, "result.json"),
+                                                 '{"training_iteration": [3], "epoch": 3}\n'), "result.json", True),
+    ("state-not-trial-data", lambda r: next((r / "main").glob("experiment_state-*.json")).write_text(
+        '{"trial_data": 5}'), "experiment_state-", False),
+    ("state-trial-not-pairs", lambda r: next((r / "main").glob("experiment_state-*.json")).write_text(
+        '{"trial_data": [["{}", "{}", "{}"]]}'), "experiment_state-", False),
+]
+# Damage only `resume` can notice: bnsweep's own files, which `results` does not need.
+RESUME_ONLY = [
+    ("sweep-edited", lambda r: append(r / "sweep.yaml", "description: edited\n"), "sweep.yaml"),
+    ("sweep-not-utf8", lambda r: (r / "sweep.yaml").write_bytes(SWEEP.encode() + b"# \xff\xfe\n"), "sweep.yaml"),
+    ("state-not-json", lambda r: (r / "bnsweep_state.json").write_text('{"stages": '), "bnsweep_state.json"),
+    ("state-stages-a-list", lambda r: (r / "bnsweep_state.json").write_text('{"stages": []}'),
+     "bnsweep_state.json"),
+    ("state-checkpoints-numbers", lambda r: (r / "bnsweep_state.json").write_text(
+        '{"stages": {"main": {"finished": true, "trials": 2, "checkpoints": {"k": 1}}}}'), "bnsweep_state.json"),
+]
+
+
+class RayWouldStart(Exception):
+    pass
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    from bnsweep.sweep import driver
+
+    def connect(*args, **kwargs):
+        raise RayWouldStart
+
+    monkeypatch.setattr(driver, "connect", connect)
+
+
+@pytest.mark.parametrize("case_id, damage, named, skipped", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_results_and_report_skip_a_damaged_trial_with_one_warning(case_id, damage, named, skipped, tmp_path, capsys):
+    import io
+
+    import pandas as pd
+
+    from bnsweep.cli import main
+
+    root = small_experiment(tmp_path / "exp")
+    damage(root)
+    commands = [["results", str(root), "--format", "csv"], ["results", str(root), "--history", "--format", "csv"]]
+    if case_id in ("params-not-json", "state-not-trial-data"):  # report reads as results does; drawing is slow
+        commands.append(["report", str(root), "-o", str(tmp_path / "report")])
+    for args in commands:
+        assert main(args) == 0, args
+        out, err = capsys.readouterr()
+        warnings = err.strip().splitlines()
+        assert len(warnings) == 1 and warnings[0].startswith("bnsweep: warning: ") and named in warnings[0], err
+        if args[0] == "results":
+            seeds = set(pd.read_csv(io.StringIO(out))["seed"])
+            assert seeds == ({0} if skipped else {0, 1}), args
+
+
+@pytest.mark.parametrize("case_id, damage, named", [d[:3] for d in DAMAGES] + RESUME_ONLY,
+                         ids=[d[0] for d in DAMAGES + RESUME_ONLY])
+def test_resume_refuses_a_damaged_experiment_with_one_line(case_id, damage, named, tmp_path, capsys, no_ray):
+    from bnsweep.cli import main
+
+    root = small_experiment(tmp_path / "exp")
+    damage(root)
+    assert main(["resume", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("bnsweep: error: ") and named in err, err
+
+
+def test_a_row_being_written_is_not_damage(tmp_path, capsys, no_ray):
+    from bnsweep.cli import main
+
+    root = small_experiment(tmp_path / "exp")
+    append(trial_file(root, 1, "result.json"), '{"epoch": 3, "training_iter')  # the driver died mid-write
+    assert main(["results", str(root), "--history", "--format", "csv"]) == 0
+    assert capsys.readouterr().err == ""
+    with pytest.raises(RayWouldStart):  # every check passed: resume goes on to start Ray
+        main(["resume", str(root)])

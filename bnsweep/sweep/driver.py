@@ -14,7 +14,7 @@ import sys
 from typing import Any, Callable
 
 from bnsweep.core.config import STAGE_INIT_PREFIX
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
 from bnsweep.sweep.storage import (
     STATE_FILE,
@@ -23,6 +23,7 @@ from bnsweep.sweep.storage import (
     driver_lock,
     load_state,
     read_text,
+    sweep_digest,
     write_text,
 )
 from bnsweep.sweep.trial import run_trial
@@ -173,9 +174,13 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
     with driver_lock(root):
         check_trusted(root)  # before Ray could unpickle anything of it
+        state = load_state(root)
         if existing is None:
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
-        state = load_state(root)
+            state = {"sweep_sha256": sweep_digest(sweep.text), "stages": {}}
+            write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
+        else:
+            _check_unchanged(root, existing, sweep, state)
         connect(address)
         grids = []
         lookup: dict[str, str] = {}
@@ -196,6 +201,18 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
             state["stages"][stage.name] = {"finished": True, "trials": len(results), "checkpoints": found}
             write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
         return grids
+
+
+def _check_unchanged(root: str, stored: str, sweep: Sweep, state: dict[str, Any]) -> None:
+    """A started experiment continues the sweep it started with: its trials' settings are already
+    in Ray's experiments, so an edited sweep.yaml (or another file given to run --resume) is refused."""
+    recorded = state.get("sweep_sha256")
+    if recorded and recorded != sweep_digest(stored):
+        raise DataError(f"{root}/{SWEEP_FILE}: edited after the experiment started; allowed: the file as run "
+                        f"(its sha256 is in {STATE_FILE}), or a new experiment for the edited sweep")
+    if sweep.text != stored:
+        raise ConfigError("sweep", sweep.path, f"the sweep file this experiment started with ({root}/{SWEEP_FILE}); "
+                          f"continue it with: bnsweep resume {root}, or run the edited sweep under a new --name")
 
 
 def resume_sweep(root: str) -> Sweep:

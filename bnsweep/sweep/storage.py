@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file as run, beside the stages' Ray Tune experiments
 STATE_FILE = "bnsweep_state.json"  # finished stages and the checkpoints later stages start from
@@ -55,11 +56,16 @@ def sweep_dir(storage: str, name: str) -> str:
 
 
 def read_text(uri: str) -> str | None:
+    """A UTF-8 file's text; None when it is missing."""
     fs, path, _ = filesystem(uri)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return None
     with fs.open_input_stream(path) as fh:
-        return fh.read().decode()
+        data = fh.read()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{uri}: damaged (byte {err.start} is not UTF-8); allowed: the file as bnsweep wrote it") from None
 
 
 def write_text(uri: str, text: str) -> None:
@@ -72,9 +78,38 @@ def write_text(uri: str, text: str) -> None:
     fs.move(tmp, path)
 
 
+def sweep_digest(text: str) -> str:
+    """What the state file records of the sweep file as run, to notice edits."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def load_state(root: str) -> dict[str, Any]:
-    text = read_text(f"{root}/{STATE_FILE}")
-    return json.loads(text) if text else {"stages": {}}
+    """The state file ({"stages": {name: {finished, trials, checkpoints}}, "sweep_sha256"}), checked:
+    a damaged one is a DataError naming it."""
+    uri = f"{root}/{STATE_FILE}"
+    text = read_text(uri)
+    if text is None:
+        return {"stages": {}}
+    try:
+        state = json.loads(text)
+    except ValueError:
+        state = None
+    if not _valid_state(state):
+        raise DataError(f"{uri}: damaged (not the JSON bnsweep writes); allowed: the file as bnsweep wrote it "
+                        "(restore it from a copy, or delete it: resume then reads finished stages back "
+                        "from their Ray Tune experiments)")
+    return state
+
+
+def _valid_state(state: Any) -> bool:
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        return False
+    if not isinstance(state.get("sweep_sha256", ""), str):
+        return False
+    return all(isinstance(stage, dict) and isinstance(stage.get("finished"), bool)
+               and isinstance(stage.get("checkpoints"), dict)
+               and all(isinstance(k, str) and isinstance(v, str) for k, v in stage["checkpoints"].items())
+               for stage in state["stages"].values())
 
 
 BUSY = "an experiment no other bnsweep driver is running"
