@@ -18,6 +18,7 @@ from typing import Any
 from bnsweep.errors import BadInput, ConfigError, DamagedWarning, UsageError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def _summary(root: str, stage: str) -> str:
 def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
     import time
 
-    from bnsweep.sweep.driver import SweepFailed, execute
+    from bnsweep.sweep.driver import SweepFailed, SweepInterrupted, execute
 
     if resume:  # a damaged trial file stops resume before anything runs, not midway
         from bnsweep.results.load import check_experiment
@@ -162,6 +163,12 @@ def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
     except SweepFailed as err:
         print(f"bnsweep: {err}", file=sys.stderr)
         return 1
+    except SweepInterrupted as err:
+        print(f"bnsweep: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray's graceful stop skipped
+        print(f"bnsweep: interrupted; continue with: bnsweep resume {root}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     last = sweep.stages[-1].name
     print(f"\nsweep {sweep.name!r} finished in {time.perf_counter() - start:.0f} s; results in {root}")
     print(f"stage {last!r}, mean over seeds (accuracies in %):\n{_summary(root, last)}")
@@ -372,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         except KeyboardInterrupt:
             print("bnsweep: interrupted", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
