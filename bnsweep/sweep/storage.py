@@ -65,7 +65,8 @@ def read_text(uri: str) -> str | None:
     try:
         return data.decode()
     except UnicodeDecodeError as err:
-        raise DataError(f"{uri}: damaged (byte {err.start} is not UTF-8); allowed: the file as bnsweep wrote it") from None
+        raise DataError(f"{uri}: damaged (byte {err.start} is not UTF-8); "
+                        "allowed: the file as bnsweep wrote it") from None
 
 
 def write_text(uri: str, text: str) -> None:
