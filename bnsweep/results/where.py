@@ -13,6 +13,7 @@ import ast
 import operator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bnsweep.errors import UsageError
@@ -84,7 +85,7 @@ def _unquote(where: str) -> tuple[str, dict[str, str]]:
 
 
 def _is_bool_scalar(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
+    return isinstance(value, (bool, np.bool_))
 
 
 def _is_bool_series(value: Any) -> bool:
