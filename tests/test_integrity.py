@@ -386,6 +386,7 @@ DAMAGES = [
     ("result-line-a-list", lambda r: append(trial_file(r, 1, "result.json"), "[1,2,3]\n"), "result.json", True),
     ("result-line-garbage-inside", lambda r: insert_line(trial_file(r, 1, "result.json"), "garbage\n"),
      "result.json", True),
+    ("result-last-line-a-list", lambda r: append(trial_file(r, 1, "result.json"), "[1,2,3]"), "result.json", True),
     ("result-iteration-a-list", lambda r: append(trial_file(r, 1, "result.json"),
                                                  '{"training_iteration": [3], "epoch": 3}\n'), "result.json", True),
     ("state-not-trial-data", lambda r: next((r / "main").glob("experiment_state-*.json")).write_text(
@@ -435,6 +436,9 @@ def test_results_and_report_skip_a_damaged_trial_with_one_warning(case_id, damag
     for args in commands:
         assert main(args) == 0, args
         out, err = capsys.readouterr()
+        if case_id == "result-line-garbage-inside" and "--history" not in args:
+            assert err == ""  # one row per trial reads only the last line of result.json, which is whole
+            continue
         warnings = err.strip().splitlines()
         assert len(warnings) == 1 and warnings[0].startswith("bnsweep: warning: ") and named in warnings[0], err
         if args[0] == "results":

@@ -169,7 +169,7 @@ def _state_trials(exp: Experiment, entries: list[pafs.FileInfo], strict: bool) -
                 num_failures=runtime.get("num_failures"))
     except (ValueError, TypeError, KeyError, AttributeError) as err:
         if strict:
-            raise DataError(f"{uri}: damaged ({type(err).__name__}: {err}); not as Ray writes it") from None
+            raise DataError(f"{uri}: damaged ({type(err).__name__}: {err})") from None
         if not isinstance(err, json.JSONDecodeError):  # a snapshot being rewritten is not damage
             warnings.warn(f"{uri}: damaged, trial statuses read from the trial directories instead",
                           DamagedWarning, stacklevel=2)
@@ -195,14 +195,14 @@ def _is_row(row: Any) -> bool:
 
 def _rows(data: bytes, uri: str) -> list[dict[str, Any]]:
     """The rows of result.json text: complete lines must be rows; a last line without its newline
-    is one being written and is kept only when it is whole."""
+    that is not JSON yet is one being written (a cut JSON object is never valid JSON) and is left out."""
     *complete, tail = data.split(b"\n")
     rows = [_row(line, uri) for line in complete if line.strip()]
     try:
-        last = json.loads(tail) if tail.strip() else None
+        json.loads(tail)
     except ValueError:
-        last = None
-    return rows + [last] if _is_row(last) else rows
+        return rows
+    return rows + [_row(tail, uri)]
 
 
 def _last_row(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
@@ -212,8 +212,14 @@ def _last_row(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
         while True:
             start = max(0, size - block)
             f.seek(start)
-            data = f.read(size - start)
-            rows = _rows(data.split(b"\n", 1)[1] if start > 0 and b"\n" in data else data, uri)
+            *complete, tail = f.read(size - start).split(b"\n")
+            if start > 0:  # the block starts inside a line
+                if not complete:
+                    block *= 8
+                    continue
+                complete = complete[1:]
+            last = [line for line in complete if line.strip()][-1:]  # only the row needed is checked
+            rows = _rows(b"\n".join([*last, tail]), uri)
             if rows or start == 0:
                 return rows[-1:]
             block *= 8
