@@ -12,9 +12,10 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from typing import Any
 
-from bnsweep.errors import BadInput, ConfigError, UsageError
+from bnsweep.errors import BadInput, ConfigError, DamagedWarning, UsageError
 
 EXIT_BAD_INPUT = 2
 RESUMES_FILE = "resumes.jsonl"  # `train --resume`: one line per resume, the config it continued with
@@ -39,6 +40,7 @@ def _output(path: str, option: str, *, directory: bool) -> str:
     if not os.access(existing, os.W_OK):
         raise ConfigError(option, path, f"{allowed} where you may write ({existing} is not writable)")
     return path
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -226,14 +228,24 @@ def _summary(root: str, stage: str) -> str:
 def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
     import time
 
-    from bnsweep.sweep.driver import SweepFailed, execute
+    from bnsweep.sweep.driver import SweepFailed, SweepInterrupted, execute
 
+    if resume:  # a damaged trial file stops resume before anything runs, not midway
+        from bnsweep.results.load import check_experiment
+
+        check_experiment(root)
     start = time.perf_counter()
     try:
         execute(sweep, root, resume=resume, address=address)
     except SweepFailed as err:
         print(f"bnsweep: {err}", file=sys.stderr)
         return 1
+    except SweepInterrupted as err:
+        print(f"bnsweep: interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C: Ray's graceful stop skipped
+        print(f"bnsweep: interrupted; continue with: bnsweep resume {root}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     last = sweep.stages[-1].name
     print(f"\nsweep {sweep.name!r} finished in {time.perf_counter() - start:.0f} s; results in {root}")
     print(f"stage {last!r}, mean over seeds (accuracies in %):\n{_summary(root, last)}")
@@ -251,12 +263,12 @@ def _address(args: argparse.Namespace) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bnsweep.sweep.spec import check_name, load_sweep
     from bnsweep.sweep.storage import sweep_dir
-    from bnsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep)
     address = _address(args)
-    root = sweep_dir(args.storage, args.name or sweep.name)
+    root = sweep_dir(args.storage, check_name("--name", args.name) if args.name is not None else sweep.name)
     if "://" not in root:
         _output(args.storage, "--storage", directory=True)
         _output(root, "--storage", directory=True)
@@ -265,9 +277,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from bnsweep.sweep.driver import resume_sweep
+    from bnsweep.sweep.storage import location
 
     address = _address(args)
-    root = args.dir if "://" in args.dir else os.path.abspath(args.dir)
+    root = location(args.dir)
     return _run(resume_sweep(root), root, resume=True, address=address)
 
 
@@ -458,16 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(default=warnings.showwarning):
+    """A `warnings.showwarning` that shows bnsweep's own warnings (a damaged file skipped) as one
+    line, once each (`report` reads an experiment twice); others as Python shows them."""
+    shown = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, DamagedWarning):
+            default(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            print(f"bnsweep: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BadInput as err:
-        print(f"bnsweep: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("bnsweep: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            return args.func(args)
+        except BadInput as err:
+            print(f"bnsweep: error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except KeyboardInterrupt:
+            print("bnsweep: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ class BadInput(ValueError):
 
 
 def _rebuild(cls: type, message: str, state: dict[str, Any]) -> BadInput:
-    err = BadInput.__new__(cls)
-    BaseException.__init__(err, message)
+    # __init__ is skipped (ConfigError's takes other arguments); __new__ comes from the base that
+    # fixes the memory layout (FileNotFoundError for NoExperimentError), as when it was raised
+    err = cls.__base__.__new__(cls)
+    err.args = (message,)
     err.__dict__.update(state)
     return err
 
@@ -63,3 +65,8 @@ class UsageError(BadInput):
 
 class NoExperimentError(BadInput, FileNotFoundError):
     """The path holds no Ray Tune experiment (nor a sweep directory of them)."""
+
+
+class DamagedWarning(UserWarning):
+    """A file of an experiment directory that does not read as Ray or bnsweep writes it: `results`
+    and `report` skip what it belongs to (the command line shows it as one line)."""

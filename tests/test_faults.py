@@ -137,10 +137,92 @@ def test_second_driver_on_a_running_experiment_refuses(tmp_path):
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 2
         assert "no other bnsweep driver" in second.stderr and len(second.stderr.strip().splitlines()) == 1
+        uri = subprocess.run([*BNSWEEP, "resume", f"file://{storage}/busy"], env=env, capture_output=True,
+                             text=True, timeout=120)  # the same experiment spelled as a URI
+        assert uri.returncode == 2 and "no other bnsweep driver" in uri.stderr
         assert first.wait(timeout=300) == 0
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def interrupting_trial(config, **kwargs):
+    """A stand-in trial (one checkpoint per epoch, no training) that sends the driver Ctrl-C's SIGINT
+    after its first epoch, once in the whole test."""
+    import tempfile
+
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    start = 1
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            start = int(Path(directory, "epoch").read_text()) + 1
+    marker = Path(config["data_dir"], "interrupted")
+    for epoch in range(start, config["epochs"] + 1):
+        with tempfile.TemporaryDirectory() as directory:
+            Path(directory, "epoch").write_text(str(epoch))
+            tune.report({"epoch": epoch, "robust_acc": 0.5}, checkpoint=tune.Checkpoint.from_directory(directory))
+        if not marker.exists():
+            marker.touch()
+            os.kill(int(Path(config["data_dir"], "driver.pid").read_text()), signal.SIGINT)
+            time.sleep(5)  # still running when Ray stops the stage (it stops at once)
+
+
+def test_stage_stopped_by_sigint_is_not_finished_and_resume_completes_it(tmp_path, ray_local):
+    """Ray Tune catches SIGINT and returns from fit normally: the stage must still count as
+    unfinished (SweepInterrupted), and resume must finish its trials from their checkpoints."""
+    import ray.cloudpickle
+
+    from bnsweep.sweep.driver import SweepInterrupted
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    (tmp_path / "driver.pid").write_text(str(os.getpid()))
+    doc = {"name": "sigint", "trial": {**TRIAL, "n_train": 96, "epochs": 2, "data_dir": str(tmp_path)},
+           "max_failures": 0,
+           "stages": [{"name": "pre"}, {"name": "adv", "trial": {"init": {"from_stage": "pre"}}}]}
+    sweep = load_sweep(str(write(tmp_path, doc)))
+    root = sweep_dir(str(tmp_path / "results"), "sigint")
+    with pytest.raises(SweepInterrupted, match="stage 'pre'.*bnsweep resume"):
+        execute(sweep, root, resume=False, trainable=interrupting_trial)
+    state = json.loads(Path(root, "bnsweep_state.json").read_text())
+    assert "pre" not in state["stages"] and not Path(root, "adv").exists()  # not finished, nothing built on it
+    execute(sweep, root, resume=True, trainable=interrupting_trial)
+    df = results.load(root)
+    assert list(df["stage"]) == ["pre", "adv"] and set(df["status"]) == {"terminated"}
+    for trial_dir in df["trial_dir"]:
+        assert [r["epoch"] for r in rows(trial_dir)] == [1, 2]  # every epoch once
+
+
+@pytest.mark.slow  # two driver processes, each starting a local Ray and training: minutes here
+def test_ctrl_c_in_a_terminal_exits_130_and_resume_finishes_every_epoch(tmp_path):
+    """SIGINT to the driver's whole process group, as a terminal sends Ctrl-C (Ray's processes get it too)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    doc = {"name": "ctrlc", "trial": {**TRIAL, "epochs": 4}, "grid": {"seed": [0, 1]}}
+    path = write(tmp_path, doc)
+    storage = tmp_path / "results"
+    root = storage / "ctrlc"
+    with open(tmp_path / "driver.err", "w") as err:
+        driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            wait_for(lambda: any(rows(d) for d in trial_dirs(root)), 400, "the first epoch")
+            os.killpg(driver.pid, signal.SIGINT)
+            assert driver.wait(timeout=300) == 130
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+    last = (tmp_path / "driver.err").read_text().strip().splitlines()[-1]
+    assert last.startswith("bnsweep: interrupted") and f"bnsweep resume {root}" in last
+    assert "main" not in json.loads((root / "bnsweep_state.json").read_text())["stages"]
+    assert any(len(rows(d)) < 4 for d in trial_dirs(root))
+    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True, timeout=500)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = results.load(str(root))
+    assert len(df) == 2 and set(df["status"]) == {"terminated"}
+    for d in df["trial_dir"]:
+        assert [r["epoch"] for r in rows(d)] == [1, 2, 3, 4]  # every epoch once, none lost
+    assert json.loads((root / "bnsweep_state.json").read_text())["stages"]["main"]["finished"]
 
 
 def test_local_ray_starts_without_dashboard(ray_local):

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from bnsweep.errors import UsageError
+from bnsweep.results.where import mask
 
 FORMATS = ("table", "csv", "parquet", "json", "markdown")
 SUFFIX_FORMAT = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".md": "markdown"}
@@ -25,13 +26,10 @@ def _check_columns(df: pd.DataFrame, names: list[str], option: str) -> None:
 
 def select(df: pd.DataFrame, where: str | None = None, columns: Sequence[str] = (),
            sort: Sequence[str] = (), descending: bool = False) -> pd.DataFrame:
-    """Filter with a pandas query, pick columns, sort; UsageError names what was wrong."""
+    """Filter (see `where.mask`: comparisons over columns, nothing callable), pick columns, sort;
+    UsageError names what was wrong."""
     if where:
-        try:
-            df = df.query(where)
-        except Exception as exc:  # pandas raises many types for a bad expression
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(f"--where {where!r}: {message}") from exc
+        df = df[mask(df, where)]
     _check_columns(df, list(sort), "--sort")
     if sort:
         df = df.sort_values(list(sort), ascending=not descending, kind="stable")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from bnsweep.errors import ConfigError, NoExperimentError
+from bnsweep.errors import ConfigError, DamagedWarning, DataError, NoExperimentError
 from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE
 from bnsweep.sweep.storage import SWEEP_FILE, filesystem
 
@@ -105,7 +105,7 @@ def _sweep_objectives(fs: pafs.FileSystem, sweep_dir: str) -> tuple[list[str], d
     try:
         objectives = stage_objectives(_read_text(fs, path), path)
     except ConfigError as err:
-        warnings.warn(f"{path}: damaged, stage order and objectives not read ({err})", stacklevel=2)
+        warnings.warn(f"{path}: damaged, stage order and objectives not read ({err})", DamagedWarning, stacklevel=2)
         return [], {}
     return list(objectives), objectives
 
@@ -154,58 +154,95 @@ def _identity(exp: Experiment) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- reading trials
 
 
-def _state_trials(exp: Experiment, entries: list[pafs.FileInfo]) -> dict[str, _Trial]:
-    """Trials from the newest experiment_state-*.json (status, config, error file), by logdir."""
+def _state_trials(exp: Experiment, entries: list[pafs.FileInfo], strict: bool) -> dict[str, _Trial]:
+    """Trials from the newest experiment_state-*.json (status, config, error file), by logdir.
+    A snapshot that does not read as Ray writes it is passed over (warning), as if not there yet;
+    `strict`: DataError instead."""
     names = [e.base_name for e in entries if fnmatch.fnmatch(e.base_name, STATE_PATTERN)]
     if not names:
         return {}
+    uri = exp.uri(max(names))
     try:
-        state = json.loads(_read_text(exp.fs, exp.uri(max(names))[len(exp.prefix):]))
-    except ValueError:  # snapshot being rewritten right now: fall back to the trial directories
+        state = json.loads(_read_text(exp.fs, uri[len(exp.prefix):]))
+        trials = {}
+        for trial_json, runtime_json in state["trial_data"]:
+            spec, runtime = json.loads(trial_json), json.loads(runtime_json)
+            logdir = spec.get("relative_logdir") or spec["trial_id"]
+            if not isinstance(logdir, str) or not isinstance(spec.get("config", {}), dict):
+                raise TypeError("trial without a directory or a config")
+            trials[logdir] = _Trial(
+                logdir=logdir, trial_id=spec.get("trial_id"), ray_status=spec.get("status"),
+                config=spec.get("config"), start_time=runtime.get("start_time"),
+                num_failures=runtime.get("num_failures"))
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        if strict:
+            raise DataError(f"{uri}: damaged ({type(err).__name__}: {err})") from None
+        if not isinstance(err, json.JSONDecodeError):  # a snapshot being rewritten is not damage
+            warnings.warn(f"{uri}: damaged, trial statuses read from the trial directories instead",
+                          DamagedWarning, stacklevel=2)
         return {}
-    trials = {}
-    for trial_json, runtime_json in state.get("trial_data", []):
-        spec, runtime = json.loads(trial_json), json.loads(runtime_json)
-        logdir = spec.get("relative_logdir") or spec["trial_id"]
-        trials[logdir] = _Trial(
-            logdir=logdir, trial_id=spec.get("trial_id"), ray_status=spec.get("status"),
-            config=spec.get("config"), start_time=runtime.get("start_time"),
-            num_failures=runtime.get("num_failures"))
     return trials
 
 
-def _parse_line(line: bytes) -> dict[str, Any] | None:
+def _row(line: bytes, uri: str) -> dict[str, Any]:
+    """One complete line of result.json: a JSON object as Ray's logger writes it, else DataError."""
     try:
         row = json.loads(line)
-    except ValueError:  # a line still being written
-        return None
-    return row if isinstance(row, dict) else None
+    except ValueError:
+        row = None
+    if not _is_row(row):
+        raise DataError(f"{uri}: damaged (a line that is not a result row: {line[:60].decode(errors='replace')!r})")
+    return row
 
 
-def _last_row(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]]:
+def _is_row(row: Any) -> bool:
+    return (isinstance(row, dict) and isinstance(row.get("training_iteration", 0), int)
+            and isinstance(row.get("trial_id", ""), str) and isinstance(row.get("config", {}), dict))
+
+
+def _rows(data: bytes, uri: str) -> list[dict[str, Any]]:
+    """The rows of result.json text: complete lines must be rows; a last line without its newline
+    that is not JSON yet is one being written (a cut JSON object is never valid JSON) and is left out."""
+    *complete, tail = data.split(b"\n")
+    rows = [_row(line, uri) for line in complete if line.strip()]
+    try:
+        json.loads(tail)
+    except ValueError:
+        return rows
+    return rows + [_row(tail, uri)]
+
+
+def _last_row(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
     """The last complete row of result.json, reading only the file's tail."""
     with fs.open_input_file(path) as f:
         size, block = f.size(), 8192
         while True:
             start = max(0, size - block)
             f.seek(start)
-            lines = f.read(size - start).split(b"\n")[(start > 0):]
-            for line in reversed(lines):
-                if line.strip() and (row := _parse_line(line)) is not None:
-                    return [row]
-            if start == 0:
-                return []
+            *complete, tail = f.read(size - start).split(b"\n")
+            if start > 0:  # the block starts inside a line
+                if not complete:
+                    block *= 8
+                    continue
+                complete = complete[1:]
+            last = [line for line in complete if line.strip()][-1:]  # only the row needed is checked
+            rows = _rows(b"\n".join([*last, tail]), uri)
+            if rows or start == 0:
+                return rows[-1:]
             block *= 8
 
 
-def _all_rows(fs: pafs.FileSystem, path: str) -> list[dict[str, Any]]:
+def _all_rows(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
     """Every row of result.json; a re-reported iteration (after a restore) keeps its last row."""
     with fs.open_input_stream(path) as f:
-        data = f.readall().strip()
+        data = f.readall()
     try:  # one parse of the whole file is ~30% faster than one per line
-        rows = json.loads(b"[" + data.replace(b"\n", b",") + b"]") if data else []
-    except ValueError:  # a line still being written: parse line by line, skip it
-        rows = [r for line in data.split(b"\n") if (r := _parse_line(line)) is not None]
+        stripped = data.strip()
+        rows = json.loads(b"[" + stripped.replace(b"\n", b",") + b"]") if stripped else []
+        if not all(map(_is_row, rows)):
+            raise ValueError("not rows")
+    except ValueError:  # a line still being written, or damage: line by line, to tell which
+        rows = _rows(data, uri)
     iterations = [r.get("training_iteration") for r in rows]
     if len(set(iterations)) == len(rows):
         return rows
@@ -218,13 +255,26 @@ def _error_message(text: str) -> str:
     return lines[-1] if lines else "error.txt is empty"
 
 
+def _params(exp: Experiment, path: str) -> dict[str, Any]:
+    try:
+        params = json.loads(_read_text(exp.fs, path))
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise DataError(f"{exp.prefix}{path}: damaged (not a JSON object of trial keys)")
+    return params
+
+
 def _fill_from_dir(exp: Experiment, trial: _Trial, full: bool) -> _Trial:
-    """Read the trial directory: result rows, newest checkpoint, error text, params.json."""
+    """Read the trial directory: result rows, newest checkpoint, error text, params.json.
+    A file that does not read as Ray writes it raises DataError naming it."""
     tdir = posixpath.join(exp.path, trial.logdir)
     entries = {e.base_name: e for e in _list(exp.fs, tdir)}
     trial.has_dir = bool(entries)
+    params = _params(exp, entries["params.json"].path) if "params.json" in entries else None
     if "result.json" in entries:
-        trial.rows = (_all_rows if full else _last_row)(exp.fs, entries["result.json"].path)
+        path = entries["result.json"].path
+        trial.rows = (_all_rows if full else _last_row)(exp.fs, path, exp.prefix + path)
     checkpoints = sorted(n for n, e in entries.items()
                          if n.startswith("checkpoint_") and e.type == pafs.FileType.Directory)
     trial.checkpoint = exp.uri(trial.logdir, checkpoints[-1]) if checkpoints else None
@@ -232,23 +282,34 @@ def _fill_from_dir(exp: Experiment, trial: _Trial, full: bool) -> _Trial:
         trial.error_text = _error_message(_read_text(exp.fs, entries["error.txt"].path))
     if trial.config is None and trial.rows:
         trial.config = trial.rows[-1].get("config")
-    if trial.config is None and "params.json" in entries:
-        trial.config = json.loads(_read_text(exp.fs, entries["params.json"].path))
+    if trial.config is None:
+        trial.config = params
     if trial.trial_id is None and trial.rows:
         trial.trial_id = trial.rows[-1].get("trial_id")
     return trial
 
 
-def _scan(exp: Experiment, full: bool) -> list[_Trial]:
-    """All trials of one experiment: those in the state snapshot plus directories it lacks yet."""
+def _scan(exp: Experiment, full: bool, strict: bool = False) -> list[_Trial]:
+    """All trials of one experiment: those in the state snapshot plus directories it lacks yet.
+    A damaged trial is skipped with a DamagedWarning naming the file (`strict`: DataError)."""
     entries = _list(exp.fs, exp.path)
-    trials = _state_trials(exp, entries)
+    trials = _state_trials(exp, entries, strict)
     for e in entries:
         if e.type == pafs.FileType.Directory and e.base_name not in trials:
             trials[e.base_name] = _Trial(logdir=e.base_name)
+
+    def fill(trial: _Trial) -> _Trial | None:
+        try:
+            return _fill_from_dir(exp, trial, full)
+        except DataError as err:
+            if strict:
+                raise
+            warnings.warn(f"{err}; trial skipped", DamagedWarning, stacklevel=2)
+            return None
+
     workers = 1 if isinstance(exp.fs, pafs.LocalFileSystem) else 16  # remote: hide latency
     with ThreadPoolExecutor(workers) as pool:
-        filled = list(pool.map(lambda t: _fill_from_dir(exp, t, full), trials.values()))
+        filled = [t for t in pool.map(fill, trials.values()) if t is not None]
     # A directory not in the state and without any Ray file is not a trial.
     kept = [t for t in filled if t.ray_status is not None or t.config is not None]
     return sorted(kept, key=lambda t: (t.trial_id or "", t.logdir))  # ids count up: run order
@@ -342,6 +403,20 @@ def _trial_frame(scanned: list[tuple[Experiment, list[_Trial]]],
     df.attrs.update(trial_keys=["stage", *(k for k in keys if k != "stage")],
                     metric_keys=list(metrics.columns))
     return df
+
+
+def check_experiment(root: PathLike) -> None:
+    """Read every trial file of the experiment at `root` (if any yet) as `history` does, and raise
+    DataError naming the first damaged one: what `bnsweep resume` refuses to continue."""
+    fs, path, _ = filesystem(root)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return
+    for exp in _experiments_at(root):
+        try:
+            _scan(exp, full=True, strict=True)
+        except DataError as err:
+            raise DataError(f"{err}; allowed: an experiment whose files read as Ray wrote them "
+                            "(restore the file from a copy)") from None
 
 
 def load(paths: Paths) -> pd.DataFrame:

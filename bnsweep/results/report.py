@@ -121,8 +121,9 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     out = counts.copy()
     out.insert(0, "trials", counts.sum(axis=1))
     for stage, g in df.groupby("stage"):
-        wall = g["timestamp"].max() - g["start_time"].min() if {"timestamp", "start_time"} <= set(
-            g.columns) else None
+        # start_time is missing where the experiment state is (trials started after its last snapshot)
+        timed = all(c in g.columns and pd.api.types.is_datetime64_any_dtype(g[c]) for c in ("timestamp", "start_time"))
+        wall = g["timestamp"].max() - g["start_time"].min() if timed else None
         out.loc[stage, "wall time"] = _duration(wall)
         out.loc[stage, "trial time"] = _duration(g["time_total_s"].sum()
                                                  if "time_total_s" in g.columns else None)

@@ -2,27 +2,35 @@
 
 Layout under `<storage>/<name>/`: `sweep.yaml` (the sweep file as run), `bnsweep_state.json`
 (finished stages and the checkpoints later stages start from) and one Ray Tune experiment
-directory per stage. A finished stage is never run again; an unfinished one is restored with
-`Tuner.restore` (unfinished and errored trials resume from their last checkpoints).
+directory per stage. A stage is finished when every trial ended (last epoch, diverged, or stopped
+by its scheduler); a finished stage is never run again, an unfinished one (failed trials, or
+stopped by Ctrl-C) is restored with `Tuner.restore` (unfinished and errored trials resume from
+their last checkpoints).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
 import sys
 from typing import Any, Callable
 
+import pyarrow.fs as pafs
+
 from bnsweep.core.config import STAGE_INIT_PREFIX
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
 from bnsweep.sweep.storage import (
     STATE_FILE,
     SWEEP_FILE,
+    check_trusted,
     driver_lock,
+    filesystem,
     load_state,
     read_text,
+    sweep_digest,
     write_text,
 )
 from bnsweep.sweep.trial import run_trial
@@ -30,6 +38,10 @@ from bnsweep.sweep.trial import run_trial
 
 class SweepFailed(RuntimeError):
     """A stage ended with failed trials; `bnsweep resume` retries them."""
+
+
+class SweepInterrupted(RuntimeError):
+    """A stage stopped before all its trials ended (Ctrl-C); `bnsweep resume` continues them."""
 
 
 # -- Ray ---------------------------------------------------------------------------------------
@@ -171,6 +183,25 @@ def run_stage(stage: Stage, root: str, lookup: dict[str, str], trainable: Callab
     return tuner.fit()
 
 
+def unfinished_trials(stage_path: str) -> list[str]:
+    """Trials the stage's newest Ray Tune snapshot lists as not ended (pending, running, paused).
+
+    Ray Tune catches Ctrl-C (SIGINT) and returns from `fit` normally, marking the running trials
+    TERMINATED in memory only after it wrote the snapshot one last time, so the snapshot is what
+    tells an interrupted stage from a finished one; it lists exactly the trials `Tuner.restore`
+    continues. A trial that reached its last epoch, diverged or was stopped early by the stage's
+    scheduler (ASHA) ended as TERMINATED, one that failed as ERROR."""
+    fs, path, _ = filesystem(stage_path)
+    snapshots = [i.path for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+                 if fnmatch.fnmatch(i.base_name, "experiment_state-*.json")]
+    if not snapshots:
+        return []
+    with fs.open_input_stream(max(snapshots)) as fh:
+        state = json.loads(fh.read())
+    specs = [json.loads(trial_json) for trial_json, _ in state["trial_data"]]
+    return [spec["trial_id"] for spec in specs if spec.get("status") not in ("TERMINATED", "ERROR")]
+
+
 def stage_checkpoints(stage: Stage, results, root: str) -> dict[str, str]:
     """Newest checkpoint of every finished trial, keyed for later stages' `from_stage` lookups."""
     out = {}
@@ -189,13 +220,18 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
         raise ConfigError("--name", os.path.basename(root), f"a new experiment name ({root} exists; "
                           "continue it with: bnsweep resume " + root + ")")
     with driver_lock(root):
+        check_trusted(root)  # before Ray could unpickle anything of it
         state = load_state(root)
-        if all(state["stages"].get(stage.name, {}).get("finished") for stage in sweep.stages):
-            print(f"bnsweep: every stage of {root} has finished; nothing to run", file=sys.stderr)
-            return []
+        if existing is not None:
+            _check_unchanged(root, existing, sweep, state)
+            if all(state["stages"].get(stage.name, {}).get("finished") for stage in sweep.stages):
+                print(f"bnsweep: every stage of {root} has finished; nothing to run", file=sys.stderr)
+                return []
         connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
         if existing is None:
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
+            state = {"sweep_sha256": sweep_digest(sweep.text), "stages": {}}
+            write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
         grids = []
         lookup: dict[str, str] = {}
         for stage in sweep.stages:
@@ -210,11 +246,27 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
                 raise SweepFailed(f"stage {stage.name!r}: {len(failed)} of {len(results)} trial(s) failed "
                                   f"(first error: {str(failed[0].error).strip().splitlines()[-1]}); "
                                   f"fix the cause and run: bnsweep resume {root}")
+            unfinished = unfinished_trials(f"{root}/{stage.name}")
+            if unfinished:
+                raise SweepInterrupted(f"stage {stage.name!r}: {len(unfinished)} of {len(results)} trial(s) "
+                                       f"stopped before their last epoch; continue with: bnsweep resume {root}")
             found = stage_checkpoints(stage, results, root)
             lookup.update(found)
             state["stages"][stage.name] = {"finished": True, "trials": len(results), "checkpoints": found}
             write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
         return grids
+
+
+def _check_unchanged(root: str, stored: str, sweep: Sweep, state: dict[str, Any]) -> None:
+    """A started experiment continues the sweep it started with: its trials' settings are already
+    in Ray's experiments, so an edited sweep.yaml (or another file given to run --resume) is refused."""
+    recorded = state.get("sweep_sha256")
+    if recorded and recorded != sweep_digest(stored):
+        raise DataError(f"{root}/{SWEEP_FILE}: edited after the experiment started; allowed: the file as run "
+                        f"(its sha256 is in {STATE_FILE}), or a new experiment for the edited sweep")
+    if sweep.text != stored:
+        raise ConfigError("sweep", sweep.path, f"the sweep file this experiment started with ({root}/{SWEEP_FILE}); "
+                          f"continue it with: bnsweep resume {root}, or run the edited sweep under a new --name")
 
 
 def resume_sweep(root: str) -> Sweep:

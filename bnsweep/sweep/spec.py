@@ -147,8 +147,9 @@ def _parse(doc: Any, path: str) -> Sweep:
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
 
-def check_name(key: str, name: Any, where: str) -> str:
-    """An experiment or stage name: one directory name, portable and not too long."""
+def check_name(key: str, name: Any, where: str = "") -> str:
+    """An experiment or stage name (the sweep file's or --name): it becomes one directory under the
+    storage, so it is one path component, never `.`, `..` or a path, portable and not too long."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         raise ConfigError(key, name, f"1 to {MAX_NAME} letters, digits, '_', '.', '-', starting with a letter "
                           "or digit", where)
