@@ -115,23 +115,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # -- sweeps ------------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import sizing
     from bnsweep.sweep.spec import load_sweep
 
+    if args.rate is not None and not args.rate > 0:
+        raise UsageError(f"--rate: {args.rate:g} is not allowed; allowed: image passes per second of one trial, > 0")
+    if args.slots < 1:
+        raise UsageError(f"--slots: {args.slots} is not allowed; allowed: trials at once, >= 1")
     sweep = load_sweep(args.sweep)
-    total = 0
+    works = [sizing.stage_work(stage) for stage in sweep.stages]
     print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
-    for stage in sweep.stages:
-        total += stage.num_trials
+    for stage, work in zip(sweep.stages, works):
         dims = ", ".join(f"{k} x{len(v)}" for k, v in stage.grid.items()) or "-"
         searched = ", ".join(f"{k} ~ {next(iter(v))}" for k, v in stage.search.items())
         source = f", starts from stage {stage.from_stage!r} (match {', '.join(stage.match)})" if stage.from_stage else ""
         res = stage.resources
-        print(f"  stage {stage.name!r}: {stage.num_trials} trial(s); grid: {dims}"
+        print(f"  stage {stage.name!r}: {stage.num_trials:,} trial(s); grid: {dims}"
               + (f"; search ({stage.search_alg}): {searched}" if searched else "")
               + f"; {stage.base['epochs']} epoch(s); resources per trial: cpu {res['cpu']:g}, gpu {res['gpu']:g}"
-              + ("; scheduler: asha" if isinstance(stage.scheduler, dict) else "") + source)
-    print(f"{total} trial(s) in all")
+              + ("; scheduler: asha (work: at most)" if isinstance(stage.scheduler, dict) else "") + source
+              + f"; work: {_work(work)}")
+    known = [w for w in works if w is not None]
+    print(f"{sum(s.num_trials for s in sweep.stages):,} trial(s) in all; work: {_work(sum(known))}"
+          f"{'' if len(known) == len(works) else ' + stages of unknown size'} (image passes = training "
+          "images x epochs x (attack steps + 1); evaluation not counted)")
+    if args.rate is None:
+        print("projected wall time: pass --rate IMAGES_PER_S (image passes/s of one trial) and --slots N")
+        return 0
+    times = [None if w is None else sizing.stage_seconds(s, w, args.rate, args.slots)
+             for s, w in zip(sweep.stages, works)]
+    each = ", ".join(f"{s.name} {'?' if t is None else sizing.duration(t)}" for s, t in zip(sweep.stages, times))
+    print(f"projected wall time at {args.rate:g} image passes/s per trial, {args.slots} trial(s) at a time: "
+          f"{sizing.duration(sum(t for t in times if t is not None))} ({each})")
     return 0
+
+
+def _work(passes: float | None) -> str:
+    from bnsweep.sweep.sizing import si
+
+    return "? (data set size unknown)" if passes is None else f"{si(passes)} image passes"
 
 
 def _summary(root: str, stage: str) -> str:
@@ -269,9 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
-                       description="Validate every trial of a sweep file without starting Ray.")
+    p = sub.add_parser("validate", help="check a sweep file; print its stages, trials, resources and work",
+                       description="Validate every trial of a sweep file without starting Ray, and size it: "
+                                   "trials per stage and in all, and the training work in image passes (one "
+                                   "forward and backward pass of one training image; PGD-k costs k + 1).")
     p.add_argument("sweep", help="sweep file (YAML)")
+    p.add_argument("--rate", type=float, metavar="IMAGES_PER_S",
+                   help="image passes per second of ONE trial (its images_per_s without an attack, or a "
+                        "PGD-k trial's x (k + 1)): prints the projected wall time")
+    p.add_argument("--slots", type=int, default=1, metavar="N",
+                   help="trials running at once for the projection (default: 1; capped per stage by its "
+                        "trials and max_concurrent)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a sweep with Ray Tune",

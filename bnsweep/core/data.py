@@ -35,6 +35,8 @@ _CIFAR_FOLDERS = {
 }
 PLANTED_DEFAULT_SIZES = (10000, 2000)  # (train, test) when n_train / n_test is 0
 DIGITS_TEST_SIZE = 359  # of 1797 images: a stratified 1438 / 359 (80 / 20) split
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1797 - DIGITS_TEST_SIZE,
+               "planted": PLANTED_DEFAULT_SIZES[0]}  # training images of the whole split (n_train: 0)
 
 
 @dataclass(frozen=True)
