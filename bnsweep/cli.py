@@ -1,4 +1,4 @@
-"""The `bnsweep` command: train, eval, validate, run, resume, results, report, table, plot.
+"""The `bnsweep` command: train, eval, validate, run, resume, status, prune, results, report, table, plot.
 
 Every subcommand lives here; the layers below raise `errors.BadInput` for anything the user can
 fix, and `main` prints it as one line (`bnsweep: error: ...`) and exits with status 2, before
@@ -204,6 +204,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 # -- results -----------------------------------------------------------------------------------
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from bnsweep.results.status import all_finished, format_status, sweep_status
+
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError(f"--watch: {args.watch:g} is not allowed; allowed: seconds between refreshes, > 0")
+    clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
+    try:
+        while True:
+            root, stages = sweep_status(args.dir)
+            print(clear + format_status(root, stages), flush=True)
+            if args.watch is None or all_finished(stages):
+                return 0
+            time.sleep(args.watch)
+            if not clear:
+                print()
+    except KeyboardInterrupt:  # the way to stop --watch
+        return 0
+
+
+
 def _split(text: str | None) -> list[str]:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
 
@@ -323,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the experiment directory, e.g. results/demo")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="where a sweep stands: trials by status, epochs, best trial, ETA",
+                       description="Per stage: trials by status, epochs done out of planned, the best trial so "
+                                   "far by the sweep's metric, the newest report's age and an ETA. Reads the "
+                                   "storage only (no lock), so it can run beside the driver, on any machine "
+                                   "that reaches the storage, during and after the sweep.")
+    p.add_argument("dir", help="the experiment directory (or a stage directory, or a URI), e.g. results/demo")
+    p.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until every stage finished; Ctrl-C stops")
+    p.set_defaults(func=cmd_status)
 
     paths_help = "sweep or experiment directories (or URIs)"
     p = sub.add_parser("results", help="query sweep results as a table (one row per trial)",

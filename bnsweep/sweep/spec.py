@@ -115,16 +115,37 @@ def parse_sweep(text: str, path: str) -> Sweep:
     return dataclasses.replace(_parse(parse_yaml(text, path), path), text=text)
 
 
-def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
-    """{stage: (metric, mode)} in run order, read with the same rules as `parse_sweep` but without
+@dataclass(frozen=True)
+class StagePlan:
+    """What a sweep file plans for one stage, read without validating its trials."""
+
+    metric: str
+    mode: str
+    trials: int
+    epochs: float  # of all its trials together (sampled `epochs` count at the trial's value)
+
+
+def stage_plans(text: str, path: str) -> dict[str, StagePlan]:
+    """{stage: StagePlan} in run order, read with the same rules as `parse_sweep` but without
     validating trials (results of an old sweep stay readable after its data or checkpoints moved)."""
     doc, top, raw_stages = _document(parse_yaml(text, path), path)
     out = {}
     for raw in raw_stages:
         if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
-            settings = _settings(_merge(top, raw), path)
-            out[raw["name"]] = (settings["metric"], settings["mode"])
+            merged = _merge(top, raw)
+            settings = _settings(merged, path)
+            grid = {k: v for k, v in (merged.get("grid") or {}).items() if isinstance(v, list)}
+            trials = math.prod(len(v) for v in grid.values()) * settings["num_samples"]
+            epochs = [e for e in grid.get("epochs", [(merged.get("trial") or {}).get("epochs", TrialConfig.epochs)])
+                      if isinstance(e, int)] or [TrialConfig.epochs]
+            out[raw["name"]] = StagePlan(settings["metric"], settings["mode"], trials,
+                                         trials * sum(epochs) / len(epochs))
     return out
+
+
+def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
+    """{stage: (metric, mode)} in run order (see `stage_plans`)."""
+    return {name: (plan.metric, plan.mode) for name, plan in stage_plans(text, path).items()}
 
 
 def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], list[Any]]:
