@@ -31,8 +31,9 @@ def test_quick_benchmark_prints_every_part(capsys):
     assert {("all", "bnsweep"), ("all", "reference"), ("bn", "bnsweep"), ("bn", "reference")} <= loops
     assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows["peers"])
 
-    assert [r["function"] for r in rows["loading"]] == ["load", "history"]
+    assert [r["function"] for r in rows["loading"]] == ["load", "history", "status"]
     assert rows["loading"][1]["rows"] == 20 * 3  # 20 trials x 3 epochs in --quick
+    assert rows["loading"][2]["rows"] == 20
 
     survivors, every = rows["eval"]
     assert survivors["seconds"] > 0 and every["seconds"] > 0
