@@ -202,6 +202,31 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(resume_sweep(root), root, resume=True, address=args.address)
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import prune
+
+    plan = prune.plan(args.dir)
+    print(f"prune {args.dir} (keep {args.keep}): would delete {prune.describe(plan)}")
+    if not plan.delete:
+        print("nothing to delete")
+        return 0
+    if not args.yes:
+        stdin = sys.stdin
+        if stdin is None or stdin.closed or not stdin.isatty():
+            raise UsageError("prune: nothing deleted: no terminal to confirm on; allowed: --yes to delete "
+                             "without asking")
+        try:
+            answer = input(f"delete {len(plan.delete)} checkpoint(s)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    prune.delete(plan)
+    print(f"deleted {len(plan.delete)} checkpoint(s), freed {plan.bytes / 2**20:.1f} MiB")
+    return 0
+
+
 # -- results -----------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -355,6 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
                    help="refresh every SECONDS (default 10) until every stage finished; Ctrl-C stops")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("prune", help="delete checkpoints no later stage and no resume needs",
+                       description="Delete every checkpoint of ended trials (terminated or diverged) but the "
+                                   "newest, and any that bnsweep_state.json says a later stage starts from. "
+                                   "Trials that may still train keep all theirs; result.json, params.json, "
+                                   "progress.csv and event files are never touched. Prints what it would "
+                                   "free and asks first.")
+    p.add_argument("dir", help="the experiment directory (or a stage directory, or a URI), e.g. results/demo")
+    p.add_argument("--keep", choices=("last",), default="last",
+                   help="what ended trials keep: last (their newest checkpoint; the default)")
+    p.add_argument("--yes", action="store_true", help="delete without asking (needed without a terminal)")
+    p.set_defaults(func=cmd_prune)
 
     paths_help = "sweep or experiment directories (or URIs)"
     p = sub.add_parser("results", help="query sweep results as a table (one row per trial)",

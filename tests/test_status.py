@@ -96,7 +96,8 @@ def test_sweep_started_without_trials_and_a_path_with_nothing(tmp_path, capsys):
 
 def test_watch_stops_when_every_stage_finished(mixed_dir, tmp_path, capsys, monkeypatch):
     finished = tmp_path / "finished"
-    write_experiment(finished / "main", [FakeTrial(realistic_config(0, "bn", "random"), realistic_rows(2, random.Random()))])
+    rows = realistic_rows(2, random.Random())
+    write_experiment(finished / "main", [FakeTrial(realistic_config(0, "bn", "random"), rows)])
     (finished / "sweep.yaml").write_text("name: finished\n")
     (finished / "bnsweep_state.json").write_text(json.dumps({"stages": {"main": {"finished": True}}}))
     assert main(["status", str(finished), "--watch", "0.01"]) == 0

@@ -47,7 +47,7 @@ class StageStatus:
         return sum(self.counts.values())
 
 
-def _locate(path: str) -> tuple[str, str | None]:
+def locate_sweep(path: str) -> tuple[str, str | None]:
     """(sweep directory, the one stage asked for or None) for a sweep or a stage directory."""
     root = path if "://" in path else os.path.abspath(path)
     if read_text(f"{root}/{SWEEP_FILE}") is None and read_text(f"{posixpath.dirname(root)}/{SWEEP_FILE}"):
@@ -57,7 +57,7 @@ def _locate(path: str) -> tuple[str, str | None]:
 
 def sweep_status(path: str) -> tuple[str, list[StageStatus]]:
     """(sweep directory, one StageStatus per stage, in run order) for a sweep or a stage directory."""
-    root, only = _locate(path)
+    root, only = locate_sweep(path)
     text = read_text(f"{root}/{SWEEP_FILE}")
     plans = stage_plans(text, f"{root}/{SWEEP_FILE}") if text else {}
     state = read_text(f"{root}/{STATE_FILE}")
@@ -132,12 +132,16 @@ def format_status(root: str, stages: list[StageStatus], now: float | None = None
         eta = "done" if s.finished or s.eta_s == 0 else ("-" if s.eta_s is None else duration(s.eta_s))
         epochs = f"{s.epochs_done}/{math.ceil(s.epochs_total)}"
         rows.append([s.name, s.trials, *(s.counts.get(k, 0) for k in (*STATUSES, *extra)), epochs, age, eta])
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max([len(str(c)), *(len(str(r[i])) for r in rows)]) for i, c in enumerate(columns)]
+
+    def line(cells: list) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
     trials = sum(s.trials for s in stages)
     ended = sum(s.counts.get(k, 0) for s in stages for k in ENDED)
-    out = [f"sweep {posixpath.basename(root)} ({root}): {ended} of {trials} trial(s) ended, "
-           f"{sum(s.finished for s in stages)} of {len(stages)} stage(s) finished", "", line(columns)]
+    head = (f"sweep {posixpath.basename(root)} ({root}): {ended} of {trials} trial(s) ended, "
+            f"{sum(s.finished for s in stages)} of {len(stages)} stage(s) finished")
+    out = [head, "", line(columns)]
     out += [line(r) for r in rows]
     out.append("")
     for s in stages:

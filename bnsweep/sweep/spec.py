@@ -128,7 +128,7 @@ class StagePlan:
 def stage_plans(text: str, path: str) -> dict[str, StagePlan]:
     """{stage: StagePlan} in run order, read with the same rules as `parse_sweep` but without
     validating trials (results of an old sweep stay readable after its data or checkpoints moved)."""
-    doc, top, raw_stages = _document(parse_yaml(text, path), path)
+    _, top, raw_stages = _document(parse_yaml(text, path), path)
     out = {}
     for raw in raw_stages:
         if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
