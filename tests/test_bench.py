@@ -38,7 +38,7 @@ def test_quick_benchmark_prints_every_part(capsys):
     ours, bare = rows["scale"]  # 4 trials of one epoch each way, one checkpoint per trial
     assert (ours["run"], bare["run"]) == ("bnsweep run", "bare Ray Tune")
     for r in (ours, bare):
-        assert r["wall_s"] > 0 and r["peak_rss_mb"] > 0 and r["checkpoints"] == 4
+        assert r["wall_s"] > 0 and r["trial_s"] > 0 and r["peak_rss_mb"] > 0 and r["checkpoints"] == 4
         assert 0 < r["checkpoint_mb"] < r["disk_mb"]
     assert ours["ratio"] == ours["wall_s"] / bare["wall_s"]
 

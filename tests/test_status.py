@@ -11,9 +11,11 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from bnsweep import results
 from bnsweep.cli import main
 from bnsweep.results.status import format_status, sweep_status
 from bnsweep.sweep.driver import execute
@@ -116,17 +118,22 @@ def test_watch_stops_when_every_stage_finished(mixed_dir, tmp_path, capsys, monk
 
 
 def gated_trial(config: dict, storage_root: str | None = None) -> None:
-    """Reports epoch 1, then waits for the file `gate` before the remaining epochs."""
+    """Reports epoch 1 with a checkpoint, then waits for the file `gate` before the remaining epochs."""
+    import tempfile
+
     from ray import tune
 
     gate = os.path.join(config["data_dir"], "gate")
     for epoch in range(1, config["epochs"] + 1):
-        tune.report({"epoch": epoch, "robust_acc": 0.1 * epoch + 0.01 * config["seed"]})
+        with tempfile.TemporaryDirectory() as checkpoint:
+            Path(checkpoint, "state").write_text(str(epoch))
+            tune.report({"epoch": epoch, "robust_acc": 0.1 * epoch + 0.01 * config["seed"]},
+                        checkpoint=tune.Checkpoint.from_directory(checkpoint))
         while epoch == 1 and not os.path.exists(gate):
             time.sleep(0.05)
 
 
-def test_status_of_a_real_sweep_while_it_runs_and_after(tmp_path, ray_local):
+def test_status_and_prune_of_a_real_sweep_while_it_runs_and_after(tmp_path, ray_local, capsys):
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -148,9 +155,18 @@ def test_status_of_a_real_sweep_while_it_runs_and_after(tmp_path, ray_local):
         assert (stage.epochs_done, stage.epochs_total) == (2, 6)
         assert stage.best.startswith("0.11, trial") and "seed=1, running" in stage.best
         assert stage.eta_s is not None and not stage.finished
+        assert main(["prune", root, "--yes"]) == 0  # running trials keep every checkpoint
+        assert "nothing to delete" in capsys.readouterr().out
     finally:
         (tmp_path / "gate").touch()
         run.join(timeout=120)
     _, (stage,) = sweep_status(root)
     assert stage.counts["terminated"] == 2 and (stage.epochs_done, stage.epochs_total) == (6, 6)
     assert stage.finished and stage.best.startswith("0.31, trial")
+
+    # Ray kept 2 checkpoints per trial (checkpoints_to_keep); ended trials need only the newest
+    before = results.load(root)
+    assert len(list(Path(root).glob("main/*/checkpoint_*"))) == 4
+    assert main(["prune", root, "--yes"]) == 0 and "deleted 2 checkpoint(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in Path(root).glob("main/*/checkpoint_*")) == ["checkpoint_000002"] * 2
+    pd.testing.assert_frame_equal(results.load(root), before)

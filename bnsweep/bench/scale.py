@@ -1,24 +1,27 @@
-"""Part scale: bnsweep's sweep layer against bare Ray Tune, on many short trials.
+"""Part scale: bnsweep's sweep layer against bare Ray Tune, on many short trials, side by side.
 
-The same trials (default 200, each 1 epoch of PGD training on 64 planted images) run twice on one
-local Ray, in one process: once as `bnsweep run` runs them (`sweep.driver.execute`: the sweep file
-parsed and validated, `run_trial` around `train.fit`, bnsweep's state file) and once through a bare
-`tune.Tuner` over the few lines a Ray Tune user writes around `train.fit` (report each epoch with its
-checkpoint). Both get the same resources, storage, and Tune settings (search, reuse_actors,
-checkpoints kept, failures allowed), so the difference is bnsweep's layer. Printed for each: wall
-time (Ray's start-up excluded: one Ray serves both), time to the first report, the driver's peak
-memory, and the bytes the experiment wrote, checkpoints apart.
+The same trials (default 200, each 1 epoch of PGD-2 training on 64 planted images) run twice at the
+same time on one local Ray, each run with half its CPUs: once as `bnsweep run --address` (the sweep
+file parsed and validated, `run_trial` around `train.fit`, bnsweep's state file and summary), once
+as a bare `tune.Tuner` over the few lines a Ray Tune user writes around `train.fit` (report each
+epoch with its checkpoint), with the same resources, storage and Tune settings (search,
+reuse_actors, checkpoints kept, failures allowed). Running both at once makes the ratio fair on a
+machine shared with other work. Each driver is a process of its own; printed for each: wall time
+(the process, Ray's start-up excluded), time to the first report, the median trial time, the
+driver's peak memory and the bytes the experiment wrote, checkpoints apart.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -32,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale-model", default="resnet8", help="model of the scale trials (short on purpose)")
     p.add_argument("--scale-width", type=float, default=0.5)
     p.add_argument("--scale-warmup", type=int, default=2,
-                   help="trials of an untimed bare run first, so both timed runs find Ray's workers warm (scale)")
+                   help="trials of an untimed bare run first, so both timed runs find the OS caches warm (scale)")
 
 
 def bare_trial(config: dict[str, Any]) -> None:
@@ -48,32 +51,22 @@ def bare_trial(config: dict[str, Any]) -> None:
     fit(TrialConfig(**{k: v for k, v in config.items() if k != "stage"}), report)
 
 
-class Watch:
-    """Samples the driver's resident memory and notes when the first trial result appears."""
+def bare_tune(address: str | None, storage: str, config: dict[str, Any], trials: int, at_once: int) -> None:
+    """The bare run: a Tuner over `bare_trial` with the Tune settings bnsweep uses."""
+    import ray
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    def __init__(self, experiment: Path):
-        self.experiment, self.start = experiment, time.perf_counter()
-        self.first_report: float | None = None
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self._stop.wait(0.05):
-            with open("/proc/self/statm") as fh:
-                self.peak_rss = max(self.peak_rss, int(fh.read().split()[1]) * page)
-            if self.first_report is None and any(p.stat().st_size for p in self.experiment.glob("*/result.json")):
-                self.first_report = time.perf_counter() - self.start
-
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.seconds = time.perf_counter() - self.start
+    if address:
+        ray.init(address=address)
+    tune.Tuner(
+        tune.with_resources(bare_trial, {"cpu": 1}),
+        param_space={**config, "stage": "main", "seed": tune.grid_search(list(range(trials)))},
+        tune_config=tune.TuneConfig(metric="robust_acc", mode="max", reuse_actors=True,
+                                    search_alg=BasicVariantGenerator(random_state=0, max_concurrent=at_once)),
+        run_config=tune.RunConfig(name="main", storage_path=storage, verbose=1,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                  failure_config=tune.FailureConfig(max_failures=2))).fit()
 
 
 def disk_usage(root: Path) -> tuple[int, int, int]:
@@ -84,75 +77,91 @@ def disk_usage(root: Path) -> tuple[int, int, int]:
         if path.is_file():
             size = path.stat().st_size
             total += size
-            parts = [p for p in path.relative_to(root).parts if p.startswith("checkpoint_")]
-            if parts:
+            if any(p.startswith("checkpoint_") for p in path.relative_to(root).parts):
                 checkpoint += size
                 dirs.add(path.parent)
     return total, checkpoint, len(dirs)
 
 
-def _timed(name: str, experiment: Path, run: Callable[[], Any], size_of: Path) -> Row:
-    with Watch(experiment) as watch:
-        run()
-    total, checkpoints, n = disk_usage(size_of)
-    return {"run": name, "wall_s": watch.seconds, "first_report_s": watch.first_report,
-            "peak_rss_mb": watch.peak_rss / 2**20, "disk_mb": total / 2**20,
-            "checkpoint_mb": checkpoints / 2**20, "checkpoints": n}
+def _side_by_side(runs: dict[str, tuple[list[str], Path]], logs: Path) -> dict[str, Row]:
+    """Start every driver at once; note each one's first result, wall time and peak memory."""
+    start = time.perf_counter()
+    procs = {}
+    for name, (argv, _) in runs.items():
+        with open(logs / f"{name.replace(' ', '_')}.log", "w") as log:
+            procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    out: dict[str, Row] = {name: {"run": name, "first_report_s": None} for name in runs}
+    while len([r for r in out.values() if "wall_s" in r]) < len(runs):
+        for name, proc in procs.items():
+            row, experiment = out[name], runs[name][1]
+            if row["first_report_s"] is None and any(p.stat().st_size for p in experiment.glob("*/result.json")):
+                row["first_report_s"] = time.perf_counter() - start
+            if "wall_s" not in row:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    if proc.returncode:
+                        raise RuntimeError(f"{name} failed (exit {proc.returncode}); see {logs}")
+                    row.update(wall_s=time.perf_counter() - start, peak_rss_mb=usage.ru_maxrss / 2**10)
+        time.sleep(0.05)
+    return out
 
 
 def scale(b) -> list[Row]:
     import ray
-    from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from bnsweep.sweep.driver import connect, execute
+    from bnsweep import results
+    from bnsweep.sweep.driver import connect
     from bnsweep.sweep.spec import load_sweep
 
     a = b.args
-    trial = {"dataset": "planted", "model": a.scale_model, "width": a.scale_width, "n_train": a.scale_n_train, "n_test": 64,
-             "eval_n": 64, "eval_steps": 2, "epochs": 1, "train_steps": 2, "batch_size": 64,
+    at_once = max(1, (os.cpu_count() or 2) // 2)
+    trial = {"dataset": "planted", "model": a.scale_model, "width": a.scale_width, "n_train": a.scale_n_train,
+             "n_test": 64, "eval_n": 64, "eval_steps": 2, "epochs": 1, "train_steps": 2, "batch_size": 64,
              "final_attack": "none", "device": "cpu"}
-    doc = {"name": "scale", "resources": {"cpu": 1}, "trial": trial, "grid": {"seed": list(range(a.scale_trials))}}
-    slots = int(os.cpu_count() or 1)
+    doc = {"name": "scale", "resources": {"cpu": 1}, "max_concurrent": at_once, "trial": trial,
+           "grid": {"seed": list(range(a.scale_trials))}}
     print(f"\n== scale: {a.scale_trials} trials of 1 epoch (PGD-2, {a.scale_n_train} planted images, {a.scale_model} "
-          f"width {a.scale_width:g}), cpu 1 per trial, up to {slots} at once: bnsweep run vs bare Ray Tune ==")
-    rows = []
+          f"width {a.scale_width:g}), cpu 1 per trial, {at_once} at once per run, bnsweep run and bare Ray Tune "
+          "side by side on one Ray ==")
     with tempfile.TemporaryDirectory(prefix="bnsweep-scale-") as tmp:
         sweep_file = Path(tmp, "scale.yaml")
         sweep_file.write_text(yaml.safe_dump(doc))
-        stage = load_sweep(str(sweep_file)).stages[0]
-
-        def bare(name: str, seeds: int) -> Callable[[], Any]:
-            space = {**stage.base, "stage": "main", "seed": tune.grid_search(list(range(seeds)))}
-            return lambda: tune.Tuner(
-                tune.with_resources(bare_trial, {"cpu": 1}), param_space=space,
-                tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode, reuse_actors=True,
-                                            search_alg=BasicVariantGenerator(random_state=stage.seed)),
-                run_config=tune.RunConfig(
-                    name="main", storage_path=f"{tmp}/{name}", verbose=1,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=stage.checkpoints_to_keep),
-                    failure_config=tune.FailureConfig(max_failures=stage.max_failures))).fit()
-
-        root = f"{tmp}/results/scale"
+        config = Path(tmp, "bare.json")
+        config.write_text(json.dumps(load_sweep(str(sweep_file)).stages[0].base))
         connect(None)
         try:
             if a.scale_warmup:
-                bare("warmup", a.scale_warmup)()
-            rows.append(_timed("bnsweep run", Path(root, "main"),
-                               lambda: execute(load_sweep(str(sweep_file)), root, resume=False), Path(root)))
-            rows.append(_timed("bare Ray Tune", Path(tmp, "bare", "main"), bare("bare", a.scale_trials),
-                               Path(tmp, "bare")))
+                bare_tune(None, f"{tmp}/warmup", json.loads(config.read_text()), a.scale_warmup, at_once)
+            address = ray.get_runtime_context().gcs_address
+            runs = {
+                "bnsweep run": ([sys.executable, "-m", "bnsweep", "run", str(sweep_file), "--storage", f"{tmp}/ours",
+                                 "--address", address], Path(tmp, "ours", "scale", "main")),
+                "bare Ray Tune": ([sys.executable, "-m", "bnsweep.bench.scale", address, f"{tmp}/bare", str(config),
+                                   str(a.scale_trials), str(at_once)], Path(tmp, "bare", "main")),
+            }
+            rows = _side_by_side(runs, Path(tmp))
         finally:
             ray.shutdown()
-    print(f"{'':15}{'wall s':>8}{'first report s':>16}{'driver peak RSS MB':>20}{'written MB':>12}"
-          f"{'of which checkpoints':>22}")
-    for r in rows:
+        for name, row in rows.items():
+            experiment = runs[name][1]
+            total, checkpoints, n = disk_usage(experiment.parent if name == "bnsweep run" else experiment)
+            row.update(trial_s=float(results.load(experiment)["time_total_s"].median()), disk_mb=total / 2**20,
+                       checkpoint_mb=checkpoints / 2**20, checkpoints=n)
+    ours, bare = rows["bnsweep run"], rows["bare Ray Tune"]
+    print(f"{'':15}{'wall s':>8}{'first report s':>16}{'median trial s':>16}{'driver peak RSS MB':>20}"
+          f"{'written MB':>12}{'of which checkpoints':>22}")
+    for r in (ours, bare):
         first = "-" if r["first_report_s"] is None else f"{r['first_report_s']:.1f}"
-        print(f"{r['run']:15}{r['wall_s']:>8.1f}{first:>16}{r['peak_rss_mb']:>20.0f}{r['disk_mb']:>12.1f}"
-              f"{r['checkpoint_mb']:>14.1f} ({r['checkpoints']})")
-    ratio = rows[0]["wall_s"] / rows[1]["wall_s"]
-    per_trial = {k: rows[0][k] / a.scale_trials for k in ("disk_mb", "checkpoint_mb")}
-    print(f"wall time bnsweep / bare Ray Tune: {ratio:.3f} (goal <= 1.10); bnsweep wrote per trial "
-          f"{per_trial['disk_mb']:.2f} MB, of which checkpoints {per_trial['checkpoint_mb']:.2f} MB")
-    rows[0]["ratio"] = ratio
-    return rows
+        print(f"{r['run']:15}{r['wall_s']:>8.1f}{first:>16}{r['trial_s']:>16.2f}{r['peak_rss_mb']:>20.0f}"
+              f"{r['disk_mb']:>12.1f}{r['checkpoint_mb']:>14.1f} ({r['checkpoints']})")
+    ours["ratio"] = ours["wall_s"] / bare["wall_s"]
+    print(f"wall time bnsweep / bare Ray Tune: {ours['ratio']:.3f} (goal <= 1.10); bnsweep wrote per trial "
+          f"{ours['disk_mb'] / a.scale_trials:.2f} MB, of which checkpoints {ours['checkpoint_mb'] / a.scale_trials:.2f} MB")
+    return [ours, bare]
+
+
+if __name__ == "__main__":  # the bare run's driver: ADDRESS STORAGE CONFIG_JSON TRIALS AT_ONCE
+    address, storage, config_file, trials, at_once = sys.argv[1:]
+    with open(config_file) as fh:
+        bare_tune(address, storage, json.load(fh), int(trials), int(at_once))

@@ -83,8 +83,8 @@ class Stage:
             yield {**self.base, **cell}
 
     def combinations(self, keys: Iterable[str]) -> Iterator[dict[str, Any]]:
-        """Every combination of `keys`' values, as {key: value}: the grid projected onto `keys`
-        (each combination occurs in num_cells / its count of the grid's cells)."""
+        """Every combination of `keys`' values, as {key: value}: the grid projected onto `keys`.
+        Each combination stands for the same number of cells (the other dimensions' product)."""
         keys = list(dict.fromkeys(keys))
         for combo in itertools.product(*(self.values(k) for k in keys)):
             yield dict(zip(keys, combo))
@@ -122,7 +122,7 @@ class StagePlan:
     metric: str
     mode: str
     trials: int
-    epochs: float  # of all its trials together (sampled `epochs` count at the trial's value)
+    epochs: float  # of all its trials together (a sampled `epochs` counts at its `trial:` value)
 
 
 def stage_plans(text: str, path: str) -> dict[str, StagePlan]:
