@@ -70,11 +70,10 @@ def sweep_status(path: str) -> tuple[str, list[StageStatus]]:
         df = pd.DataFrame(columns=["stage", "status"])  # started, no trial written yet
     names = [s for s in plans if only in (None, s)]
     names += [s for s in dict.fromkeys(df["stage"]) if s not in names]
-    now = pd.Timestamp.now(tz="UTC")
-    return root, [_stage(name, df[df["stage"] == name], plans.get(name), name in finished, now) for name in names]
+    return root, [_stage(name, df[df["stage"] == name], plans.get(name), name in finished) for name in names]
 
 
-def _stage(name: str, df: pd.DataFrame, plan: StagePlan | None, finished: bool, now: pd.Timestamp) -> StageStatus:
+def _stage(name: str, df: pd.DataFrame, plan: StagePlan | None, finished: bool) -> StageStatus:
     counts = dict.fromkeys(STATUSES, 0) | df["status"].value_counts().to_dict()
     unknown = max(0, plan.trials - len(df)) if plan else 0  # not created by Ray yet
     counts["pending"] += unknown

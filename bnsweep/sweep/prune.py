@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from bnsweep import results
+from bnsweep.results.status import ENDED, locate_sweep
 from bnsweep.sweep.storage import STATE_FILE, filesystem, read_text
-
-ENDED = ("terminated", "diverged")
 
 
 @dataclass
@@ -53,9 +53,6 @@ def _checkpoints(trial_dir: str) -> list[tuple[str, int]]:
 
 def plan(path: str) -> Plan:
     """The checkpoints `prune --keep last` deletes under a sweep (or stage) directory."""
-    from bnsweep import results
-    from bnsweep.results.status import locate_sweep
-
     root, _ = locate_sweep(path)
     state = json.loads(read_text(f"{root}/{STATE_FILE}") or '{"stages": {}}')
     needed = {_inner(uri) for stage in state["stages"].values() for uri in stage.get("checkpoints", {}).values()}
