@@ -101,3 +101,52 @@ def test_plan_lists_sizes(sweep):
     p = prune.plan(str(sweep))
     assert len(p.delete) == 6 and p.bytes == 6  # each fake checkpoint holds one byte
     assert all(Path(uri).name.startswith("checkpoint_") for uri, _ in p.delete)
+
+
+def checkpointed_trial(config: dict, storage_root: str | None = None) -> None:
+    """Three epochs, each reported with a checkpoint; seed 1 fails after epoch 2 while `block` exists,
+    and resumes from its checkpoint."""
+    import os
+    import tempfile
+
+    from ray import tune
+
+    start = tune.get_checkpoint()
+    first = int((Path(start.path) / "epoch").read_text()) + 1 if start else 1
+    for epoch in range(first, 4):
+        with tempfile.TemporaryDirectory() as checkpoint:
+            Path(checkpoint, "epoch").write_text(str(epoch))
+            tune.report({"epoch": epoch, "robust_acc": 0.1 * epoch}, checkpoint=tune.Checkpoint.from_directory(checkpoint))
+        if config["seed"] == 1 and epoch == 2 and os.path.exists(os.path.join(config["data_dir"], "block")):
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.slow
+def test_resume_after_prune_finishes_the_failed_trial(tmp_path, ray_local):
+    """Prune between a failed stage and its resume: the terminated trial loses its older checkpoint,
+    the failed one keeps both, and resume continues it from its newest."""
+    import sys
+
+    import ray.cloudpickle
+    import yaml
+
+    from bnsweep.sweep.driver import SweepFailed, execute
+    from bnsweep.sweep.spec import load_sweep
+    from bnsweep.sweep.storage import sweep_dir
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    (tmp_path / "block").touch()
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "max_failures": 0, "grid": {"seed": [0, 1]},
+                                    "trial": {"dataset": "planted", "epochs": 3, "data_dir": str(tmp_path)}}))
+    root = sweep_dir(str(tmp_path / "results"), "p")
+    with pytest.raises(SweepFailed):
+        execute(load_sweep(str(path)), root, resume=False, trainable=checkpointed_trial)
+    assert main(["prune", root, "--yes"]) == 0
+    kept = {p.parent.name.split("seed=")[1][0]: sorted(c.name for c in p.parent.glob("checkpoint_*"))
+            for p in Path(root).glob("main/*/result.json")}
+    assert kept == {"0": ["checkpoint_000002"], "1": ["checkpoint_000000", "checkpoint_000001"]}
+    (tmp_path / "block").unlink()
+    execute(load_sweep(str(path)), root, resume=True, trainable=checkpointed_trial)
+    df = results.load(root).set_index("seed")
+    assert set(df["status"]) == {"terminated"} and list(df["epoch"]) == [3, 3]

@@ -5,8 +5,9 @@ While a trial trains it keeps `checkpoints_to_keep` checkpoints, to resume from.
 checkpoint is still of use: later stages start from it (the paths recorded in bnsweep_state.json),
 `results.load` lists it, `bnsweep eval` reads it. Trials that may still train (pending, running,
 paused, error) keep every checkpoint: resume continues from the newest, and Ray's bookkeeping still
-lists the older ones (it fails on deleting one that is already gone). Only `checkpoint_*`
-directories are deleted; result.json, params.json, progress.csv and the event files stay.
+lists the older ones (a resumed trial's next checkpoint fails with FileNotFoundError in Tune's
+controller when Ray goes to delete one that is gone). Only `checkpoint_*` directories are deleted;
+result.json, params.json, progress.csv and the event files stay.
 """
 
 from __future__ import annotations
