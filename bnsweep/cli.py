@@ -1,4 +1,4 @@
-"""The `bnsweep` command: train, eval, layers, validate, run, resume, results, report, table, plot.
+"""The `bnsweep` command: train, eval, layers, validate, run, resume, status, prune, results, report, table, plot.
 
 Every subcommand lives here; the layers below raise `errors.BadInput` for anything the user can
 fix, and `main` prints it as one line (`bnsweep: error: ...`) and exits with status 2, before
@@ -187,6 +187,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 # -- sweeps ------------------------------------------------------------------------------------
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import sizing
     from bnsweep.sweep.spec import load_sweep
 
     if args.keys:
@@ -196,21 +197,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     if not args.sweep:
         raise UsageError("validate: a sweep file is needed (or --keys for the table of trial keys)")
+    if args.rate is not None and not args.rate > 0:
+        raise UsageError(f"--rate: {args.rate:g} is not allowed; allowed: image passes per second of one trial, > 0")
+    if args.slots < 1:
+        raise UsageError(f"--slots: {args.slots} is not allowed; allowed: trials at once, >= 1")
     sweep = load_sweep(args.sweep)
-    total = 0
+    works = [sizing.stage_work(stage) for stage in sweep.stages]
     print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
-    for stage in sweep.stages:
-        total += stage.num_trials
+    for stage, work in zip(sweep.stages, works):
         dims = ", ".join(f"{k} x{len(v)}" for k, v in stage.grid.items()) or "-"
         searched = ", ".join(f"{k} ~ {next(iter(v))}" for k, v in stage.search.items())
         source = f", starts from stage {stage.from_stage!r} (match {', '.join(stage.match)})" if stage.from_stage else ""
         res = stage.resources
-        print(f"  stage {stage.name!r}: {stage.num_trials} trial(s); grid: {dims}"
+        print(f"  stage {stage.name!r}: {stage.num_trials:,} trial(s); grid: {dims}"
               + (f"; search ({stage.search_alg}): {searched}" if searched else "")
               + f"; {stage.base['epochs']} epoch(s); resources per trial: cpu {res['cpu']:g}, gpu {res['gpu']:g}"
-              + ("; scheduler: asha" if isinstance(stage.scheduler, dict) else "") + source)
-    print(f"{total} trial(s) in all")
+              + ("; scheduler: asha (work: at most)" if isinstance(stage.scheduler, dict) else "") + source
+              + f"; work: {_work(work)}")
+    known = [w for w in works if w is not None]
+    print(f"{sum(s.num_trials for s in sweep.stages):,} trial(s) in all; work: {_work(sum(known))}"
+          f"{'' if len(known) == len(works) else ' + stages of unknown size'} (image passes = training "
+          "images x epochs x (attack steps + 1); evaluation not counted)")
+    if args.rate is None:
+        print("projected wall time: pass --rate IMAGES_PER_S (image passes/s of one trial) and --slots N")
+        return 0
+    times = [None if w is None else sizing.stage_seconds(s, w, args.rate, args.slots)
+             for s, w in zip(sweep.stages, works)]
+    each = ", ".join(f"{s.name} {'?' if t is None else sizing.duration(t)}" for s, t in zip(sweep.stages, times))
+    print(f"projected wall time at {args.rate:g} image passes/s per trial, {args.slots} trial(s) at a time: "
+          f"{sizing.duration(sum(t for t in times if t is not None))} ({each})")
     return 0
+
+
+def _work(passes: float | None) -> str:
+    from bnsweep.sweep.sizing import si
+
+    return "? (data set size unknown)" if passes is None else f"{si(passes)} image passes"
 
 
 def _summary(root: str, stage: str) -> str:
@@ -284,7 +306,54 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _run(resume_sweep(root), root, resume=True, address=address)
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from bnsweep.sweep import prune
+
+    plan = prune.plan(args.dir)
+    print(f"prune {args.dir} (keep {args.keep}): would delete {prune.describe(plan)}")
+    if not plan.delete:
+        print("nothing to delete")
+        return 0
+    if not args.yes:
+        stdin = sys.stdin
+        if stdin is None or stdin.closed or not stdin.isatty():
+            raise UsageError("prune: nothing deleted: no terminal to confirm on; allowed: --yes to delete "
+                             "without asking")
+        try:
+            answer = input(f"delete {len(plan.delete)} checkpoint(s)? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 0
+    prune.delete(plan)
+    print(f"deleted {len(plan.delete)} checkpoint(s), freed {plan.bytes / 2**20:.1f} MiB")
+    return 0
+
+
 # -- results -----------------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from bnsweep.results.status import all_finished, format_status, sweep_status
+
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError(f"--watch: {args.watch:g} is not allowed; allowed: seconds between refreshes, > 0")
+    clear = "\x1b[H\x1b[2J" if args.watch and sys.stdout.isatty() else ""
+    try:
+        while True:
+            root, stages = sweep_status(args.dir)
+            print(clear + format_status(root, stages), flush=True)
+            if args.watch is None or all_finished(stages):
+                return 0
+            time.sleep(args.watch)
+            if not clear:
+                print()
+    except KeyboardInterrupt:  # the way to stop --watch
+        return 0
+
+
 
 def _split(text: str | None) -> list[str]:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
@@ -393,10 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainable", help="an expression to resolve, e.g. bn@stage3+fc, all-stem, glob:layer3.*.bn*")
     p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
-                       description="Validate every trial of a sweep file without starting Ray.")
+    p = sub.add_parser("validate", help="check a sweep file; print its stages, trials, resources and work",
+                       description="Validate every trial of a sweep file without starting Ray, and size it: "
+                                   "trials per stage and in all, and the training work in image passes (one "
+                                   "forward and backward pass of one training image; PGD-k costs k + 1).")
     p.add_argument("sweep", nargs="?", help="sweep file (YAML)")
     p.add_argument("--keys", action="store_true", help="print the table of trial keys (default, allowed, meaning)")
+    p.add_argument("--rate", type=float, metavar="IMAGES_PER_S",
+                   help="image passes per second of ONE trial (its images_per_s without an attack, or a "
+                        "PGD-k trial's x (k + 1)): prints the projected wall time")
+    p.add_argument("--slots", type=int, default=1, metavar="N",
+                   help="trials running at once for the projection (default: 1; capped per stage by its "
+                        "trials and max_concurrent)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a sweep with Ray Tune",
@@ -418,6 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the experiment directory, e.g. results/demo")
     p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("status", help="where a sweep stands: trials by status, epochs, best trial, ETA",
+                       description="Per stage: trials by status, epochs done out of planned, the best trial so "
+                                   "far by the sweep's metric, the newest report's age and an ETA. Reads the "
+                                   "storage only (no lock), so it can run beside the driver, on any machine "
+                                   "that reaches the storage, during and after the sweep.")
+    p.add_argument("dir", help="the experiment directory (or a stage directory, or a URI), e.g. results/demo")
+    p.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="SECONDS",
+                   help="refresh every SECONDS (default 10) until every stage finished; Ctrl-C stops")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("prune", help="delete checkpoints no later stage and no resume needs",
+                       description="Delete every checkpoint of ended trials (terminated or diverged) but the "
+                                   "newest, and any that bnsweep_state.json says a later stage starts from. "
+                                   "Trials that may still train keep all theirs; result.json, params.json, "
+                                   "progress.csv and event files are never touched. Prints what it would "
+                                   "free and asks first.")
+    p.add_argument("dir", help="the experiment directory (or a stage directory, or a URI), e.g. results/demo")
+    p.add_argument("--keep", choices=("last",), default="last",
+                   help="what ended trials keep: last (their newest checkpoint; the default)")
+    p.add_argument("--yes", action="store_true", help="delete without asking (needed without a terminal)")
+    p.set_defaults(func=cmd_prune)
 
     paths_help = "sweep or experiment directories (or URIs)"
     p = sub.add_parser("results", help="query sweep results as a table (one row per trial)",

@@ -18,7 +18,7 @@ def test_quick_benchmark_prints_every_part(capsys):
     rows = bench_main(["--quick", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "device cpu" in out and f"torch {torch.__version__}" in out and f"bnsweep {code_version()}" in out
-    for section in ("== efficiency", "== peers", "== eval", "[loading]"):
+    for section in ("== efficiency", "== peers", "== eval", "[loading]", "== scale"):
         assert section in out
     assert "== gpu: skipped (no CUDA device) ==" in out or torch.cuda.is_available()
 
@@ -32,8 +32,16 @@ def test_quick_benchmark_prints_every_part(capsys):
     assert {("all", "bnsweep"), ("all", "reference"), ("bn", "bnsweep"), ("bn", "reference")} <= loops
     assert all(r["seconds"] > 0 and r["speedup"] > 0 for r in rows["peers"])
 
-    assert [r["function"] for r in rows["loading"]] == ["load", "history"]
+    assert [r["function"] for r in rows["loading"]] == ["load", "history", "status"]
     assert rows["loading"][1]["rows"] == 20 * 3  # 20 trials x 3 epochs in --quick
+    assert rows["loading"][2]["rows"] == 20
+
+    ours, bare = rows["scale"]  # 4 trials of one epoch each way, one checkpoint per trial
+    assert (ours["run"], bare["run"]) == ("bnsweep run", "bare Ray Tune")
+    for r in (ours, bare):
+        assert r["wall_s"] > 0 and r["trial_s"] > 0 and r["peak_rss_mb"] > 0 and r["checkpoints"] == 4
+        assert 0 < r["checkpoint_mb"] < r["disk_mb"]
+    assert ours["ratio"] == ours["wall_s"] / bare["wall_s"]
 
     survivors, every = rows["eval"]
     assert survivors["seconds"] > 0 and every["seconds"] > 0

@@ -1,5 +1,5 @@
-"""Part loading: `results.load` and `results.history` on a generated experiment at sweep scale
-(default 1,000 trials x 50 epochs, written in Ray Tune's on-disk layout by `bnsweep.testing`)."""
+"""Part loading: `results.load`, `results.history` and `bnsweep status` on a generated experiment at
+sweep scale (default 1,000 trials x 50 epochs, written in Ray Tune's on-disk layout by `bnsweep.testing`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def _timed(fn, *args) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def _status(path: Path) -> list:
+    from bnsweep.results.status import format_status, sweep_status
+
+    root, stages = sweep_status(str(path))
+    format_status(root, stages)
+    return stages
+
+
 def loading(b) -> list[Row]:
     from bnsweep import results
 
@@ -39,12 +47,14 @@ def loading(b) -> list[Row]:
         t_write, _ = _timed(write_benchmark_experiment, exp_dir, a.load_trials, a.load_epochs)
         size_mb = sum(p.stat().st_size for p in exp_dir.rglob("*") if p.is_file()) / 1e6
         print(f"\n[loading] wrote {a.load_trials} trials x {a.load_epochs} epochs ({size_mb:.0f} MB) in {t_write:.1f} s")
-        for name, fn in (("load", results.load), ("history", results.history)):
+        for name, fn in (("load", results.load), ("history", results.history), ("status", _status)):
             times, frames = zip(*(_timed(fn, exp_dir) for _ in range(a.load_repeat)))
+            shape = (f"{frames[0].shape[0]} rows x {frames[0].shape[1]} columns" if name != "status"
+                     else f"{frames[0][0].trials} trials, {frames[0][0].epochs_done} epochs")
             print(f"{name:8s} {min(times):6.2f} s (best of {a.load_repeat}; all: "
-                  f"{', '.join(f'{t:.2f}' for t in times)})  -> {frames[0].shape[0]} rows x "
-                  f"{frames[0].shape[1]} columns")
-            rows.append({"function": name, "s": min(times), "rows": frames[0].shape[0]})
+                  f"{', '.join(f'{t:.2f}' for t in times)})  -> {shape}")
+            rows.append({"function": name, "s": min(times),
+                         "rows": frames[0].shape[0] if name != "status" else frames[0][0].trials})
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows

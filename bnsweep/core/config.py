@@ -215,6 +215,12 @@ def _check_init(cfg: TrialConfig, where: str, check_paths: bool) -> None:
         raise ConfigError("init", cfg.init, "random, {from_stage: NAME}, or an existing checkpoint path", where)
 
 
+# The keys whose allowed values depend on one another (the cross-key checks of make_config). A sweep
+# grid too large to validate cell by cell is validated for every combination of these keys' values
+# (sweep/spec.py), so a check that reads several keys must list them here.
+INTERACTING_KEYS = ("train_attack", "train_eps_255", "adv_fraction")
+
+
 def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
                 check_paths: bool = True, base: TrialConfig | None = None) -> TrialConfig:
     """Validate `values` (missing keys take defaults, or those of `base`) into a TrialConfig.

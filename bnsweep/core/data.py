@@ -41,6 +41,8 @@ _CIFAR_FILES = {
 PLANTED_DEFAULT_SIZES = (10000, 2000)  # (train, test) when n_train / n_test is 0
 PLANTED_MAX = 100_000  # per split: generation holds n float32 images (1.2 GB at this size)
 DIGITS_TEST_SIZE = 359  # of 1797 images: a stratified 1438 / 359 (80 / 20) split
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1797 - DIGITS_TEST_SIZE,
+               "planted": PLANTED_DEFAULT_SIZES[0]}  # training images of the whole split (n_train: 0)
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def param_space(stage: Stage, lookup: dict[str, str]) -> dict[str, Any]:
         space[key] = samplers[kind](args) if kind == "choice" else samplers[kind](*args)
     if stage.from_stage:
         resolve = _StageCheckpoint(lookup, stage.match)
-        targets = {resolve(cell) for cell in stage.cells()}
+        targets = {resolve(cell) for cell in stage.combinations(["init", *stage.match])}
         space["init_checkpoint"] = targets.pop() if len(targets) == 1 else tune.sample_from(resolve)
     return space
 

@@ -1,7 +1,10 @@
 """Sweep files (YAML) -> validated stages, without importing Ray or torch.
 
 Every trial a stage can produce is validated here, so a typo in a sweep that would run for days
-stops at once with one line naming the file, the stage, the key and what is allowed.
+stops at once with one line naming the file, the stage, the key and what is allowed. Grids are
+counted, never built: a sweep above `max_trials` is refused before any cell is looked at, and a
+grid larger than EXHAUSTIVE_CELLS (allowed by a raised `max_trials`) is validated value by value,
+for every combination of the keys that constrain one another, and on a sample of its cells.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ import dataclasses
 import itertools
 import math
 import os
+import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from bnsweep.core.config import (
+    INTERACTING_KEYS,
     KEYS,
     MAX_SEED,
     STAGE_INIT_PREFIX,
@@ -29,7 +35,7 @@ from bnsweep.sweep.storage import LOCK_FILE, STATE_FILE, SWEEP_FILE
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
                 "resources", "max_concurrent", "max_failures", "checkpoints_to_keep", "seed")
-TOP_KEYS = ("name", "description", "stages") + SETTING_KEYS
+TOP_KEYS = ("name", "description", "stages", "max_trials") + SETTING_KEYS
 STAGE_KEYS = ("name", "match") + SETTING_KEYS
 SEARCH_KINDS = ("loguniform", "uniform", "randint", "choice")
 SEARCH_ALGS = ("grid", "optuna")
@@ -42,9 +48,11 @@ MAX_NAME = 100  # characters: a directory name, with room under the file system'
 # temporary copy), on case-insensitive file systems either.
 RESERVED_PREFIXES = tuple(f.casefold() for f in (SWEEP_FILE, STATE_FILE, LOCK_FILE)) + ("bnsweep",)
 NOT_SEARCHED = ("init", "init_checkpoint")  # a stage's starting checkpoints are resolved per grid cell
-MAX_TRIALS = 10_000  # per stage (each is validated: about 1 ms apiece)
 MAX_SETTING = 100_000  # num_samples, failures, checkpoints, ASHA's epochs
 MAX_RESOURCE = 1024  # CPUs or GPUs per trial (Ray leaves a trial no node can hold pending for ever)
+DEFAULT_MAX_TRIALS = 10_000  # a sweep file's `max_trials:` raises it
+EXHAUSTIVE_CELLS = 10_000  # grids up to this size have every cell validated
+SAMPLED_CELLS = 1_000  # cells of a larger grid validated as a safety net, besides values and interactions
 
 
 @dataclass(frozen=True)
@@ -68,19 +76,33 @@ class Stage:
     match: tuple[str, ...] = DEFAULT_MATCH
 
     @property
-    def num_trials(self) -> int:
-        return math.prod(len(v) for v in self.grid.values()) * self.num_samples
+    def num_cells(self) -> int:
+        return math.prod(len(v) for v in self.grid.values())
 
-    def cells(self) -> list[dict[str, Any]]:
-        """Every grid combination as a full trial dict (sampled keys keep their base value)."""
-        keys = list(self.grid)
-        return [{**self.base, **dict(zip(keys, combo))} for combo in itertools.product(*self.grid.values())]
+    @property
+    def num_trials(self) -> int:
+        return self.num_cells * self.num_samples
+
+    def values(self, key: str) -> list[Any]:
+        """The values `key` takes in this stage's grid (its base value when it is not a dimension)."""
+        return self.grid.get(key, [self.base[key]])
+
+    def cells(self) -> Iterator[dict[str, Any]]:
+        """Every grid combination as a full trial dict (sampled keys keep their base value), lazily."""
+        for cell in self.combinations(self.grid):
+            yield {**self.base, **cell}
+
+    def combinations(self, keys: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """Every combination of `keys`' values, as {key: value}: the grid projected onto `keys`.
+        Each combination stands for the same number of cells (the other dimensions' product)."""
+        keys = list(dict.fromkeys(keys))
+        for combo in itertools.product(*(self.values(k) for k in keys)):
+            yield dict(zip(keys, combo))
 
     @property
     def from_stage(self) -> str | None:
         """The earlier stage this stage's trials start from, if any."""
-        inits = {cell["init"] for cell in self.cells()}
-        stages = {i[len(STAGE_INIT_PREFIX):] for i in inits if i.startswith(STAGE_INIT_PREFIX)}
+        stages = {i[len(STAGE_INIT_PREFIX):] for i in self.values("init") if i.startswith(STAGE_INIT_PREFIX)}
         return stages.pop() if stages else None
 
 
@@ -103,16 +125,37 @@ def parse_sweep(text: str, path: str) -> Sweep:
     return dataclasses.replace(_parse(parse_yaml(text, path), path), text=text)
 
 
-def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
-    """{stage: (metric, mode)} in run order, read with the same rules as `parse_sweep` but without
+@dataclass(frozen=True)
+class StagePlan:
+    """What a sweep file plans for one stage, read without validating its trials."""
+
+    metric: str
+    mode: str
+    trials: int
+    epochs: float  # of all its trials together (a sampled `epochs` counts at its `trial:` value)
+
+
+def stage_plans(text: str, path: str) -> dict[str, StagePlan]:
+    """{stage: StagePlan} in run order, read with the same rules as `parse_sweep` but without
     validating trials (results of an old sweep stay readable after its data or checkpoints moved)."""
-    doc, top, raw_stages = _document(parse_yaml(text, path), path)
+    _, top, raw_stages = _document(parse_yaml(text, path), path)
     out = {}
     for raw in raw_stages:
         if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
-            settings = _settings(_merge(top, raw), path)
-            out[raw["name"]] = (settings["metric"], settings["mode"])
+            merged = _merge(top, raw)
+            settings = _settings(merged, path)
+            grid = {k: v for k, v in (merged.get("grid") or {}).items() if isinstance(v, list)}
+            trials = math.prod(len(v) for v in grid.values()) * settings["num_samples"]
+            epochs = [e for e in grid.get("epochs", [(merged.get("trial") or {}).get("epochs", TrialConfig.epochs)])
+                      if isinstance(e, int)] or [TrialConfig.epochs]
+            out[raw["name"]] = StagePlan(settings["metric"], settings["mode"], trials,
+                                         trials * sum(epochs) / len(epochs))
     return out
+
+
+def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
+    """{stage: (metric, mode)} in run order (see `stage_plans`)."""
+    return {name: (plan.metric, plan.mode) for name, plan in stage_plans(text, path).items()}
 
 
 def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], list[Any]]:
@@ -130,7 +173,9 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
 def _parse(doc: Any, path: str) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
     name = check_name("name", doc.get("name", os.path.splitext(os.path.basename(path))[0]), path)
+    max_trials = _positive_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path)
     stages: list[Stage] = []
+    wheres: list[str] = []
     for i, raw in enumerate(raw_stages):
         if not isinstance(raw, Mapping):
             raise ConfigError(f"stages[{i}]", raw, "a mapping with name:, trial:, grid:, ...", path)
@@ -143,7 +188,15 @@ def _parse(doc: Any, path: str) -> Sweep:
         if stage_name.casefold() in [s.name.casefold() for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
-        stages.append(_stage(stage_name, _merge(top, raw), where, stages))
+        stages.append(_stage(stage_name, _merge(top, raw), where))
+        wheres.append(where)
+    total = sum(stage.num_trials for stage in stages)
+    if total > max_trials:
+        raise ConfigError("trials", total, f"at most max_trials ({max_trials}) in all stages; raise the limit "
+                          f"with a top-level `max_trials: {total}` in the sweep file, or shrink the grids", path)
+    for i, (stage, where) in enumerate(zip(stages, wheres)):
+        _check_cells(stage, where)
+        _check_stage_init(stage, where, stages[:i])
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
 
@@ -174,7 +227,8 @@ def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str, pr
             raise ConfigError("key", f"{prefix}{key}", ", ".join(allowed), where)
 
 
-def _stage(name: str, raw: Mapping[str, Any], where: str, earlier: list[Stage]) -> Stage:
+def _stage(name: str, raw: Mapping[str, Any], where: str) -> Stage:
+    """A stage with every key, value and setting checked on its own (cells are checked later)."""
     trial = raw.get("trial") or {}
     if not isinstance(trial, Mapping):
         raise ConfigError("trial", trial, "a mapping of trial keys", where)
@@ -183,22 +237,35 @@ def _stage(name: str, raw: Mapping[str, Any], where: str, earlier: list[Stage]) 
     search = _search(raw, base, grid, where)
     settings = _settings(raw, where)
     stage = Stage(name=name, base=base, grid=grid, search=search, **settings)
-    if stage.num_trials > MAX_TRIALS:
-        raise ConfigError("grid", {k: f"{len(v)} values" for k, v in grid.items()}, f"at most {MAX_TRIALS} "
-                          f"trials per stage (grid and num_samples give {stage.num_trials})", where)
     _check_scheduler(stage, where)
     if stage.search_alg == "optuna" and (not search or grid):
         raise ConfigError("search_alg", "optuna", "optuna with search: dimensions only; list grid dimensions "
                           "as search: {KEY: {choice: [...]}} or use search_alg: grid", where)
-    for cell in stage.cells():
-        _config(cell, where, "grid" if grid else "trial")
-    _check_stage_init(stage, where, earlier)
     return stage
 
 
-def _config(values: Mapping[str, Any], where: str, part: str) -> TrialConfig:
+def _check_cells(stage: Stage, where: str) -> None:
+    """Validate the stage's trials as combinations of values (each value alone passed in _grid).
+
+    A grid of up to EXHAUSTIVE_CELLS cells: every cell. A larger one: every combination of the
+    INTERACTING_KEYS among its dimensions (the only keys make_config checks together), plus
+    SAMPLED_CELLS random cells, so it is never built.
+    """
+    part = "grid" if stage.grid else "trial"
+    base = _config(stage.base, where, "trial")
+    if stage.num_cells <= EXHAUSTIVE_CELLS:
+        cells: Iterable[dict[str, Any]] = stage.combinations(stage.grid)
+    else:
+        rng = random.Random(stage.seed)
+        sample = ({k: rng.choice(v) for k, v in stage.grid.items()} for _ in range(SAMPLED_CELLS))
+        cells = itertools.chain(stage.combinations(k for k in INTERACTING_KEYS if k in stage.grid), sample)
+    for cell in cells:
+        _config(cell, where, part, base)
+
+
+def _config(values: Mapping[str, Any], where: str, part: str, base: TrialConfig | None = None) -> TrialConfig:
     try:
-        return make_config(values, where=where)
+        return make_config(values, where=where, base=base)
     except ConfigError as err:
         key = err.key if err.key == "key" else f"{part}.{err.key}"
         raise ConfigError(key, err.value, err.allowed, where) from None
@@ -352,9 +419,12 @@ def _finite(value: Any) -> bool:
 
 
 def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:
-    """Every `from_stage` trial must match exactly one trial of an earlier stage on `match` keys."""
+    """Every `from_stage` trial must match exactly one trial of an earlier stage on `match` keys.
+
+    Only the projections of the grids onto `init` and the match keys are enumerated."""
     names = [s.name for s in earlier]
-    for cell in stage.cells():
+    found_in: dict[str, Counter] = {}
+    for cell in stage.combinations(["init", *stage.match]):
         source_name = TrialConfig(init=cell["init"]).stage_init
         if source_name is None:
             continue
@@ -366,11 +436,15 @@ def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:
         if sampled or source.num_samples != 1:
             raise ConfigError("match", list(stage.match), "keys fixed by trial:/grid: in both stages, and "
                               f"num_samples: 1 in stage {source_name!r}", where)
+        if source_name not in found_in:  # source cells per match key: the projection's count x the rest
+            rest = math.prod(len(v) for k, v in source.grid.items() if k not in stage.match)
+            found_in[source_name] = Counter({k: n * rest for k, n in Counter(
+                match_key(c, stage.match) for c in source.combinations(stage.match)).items()})
         key = match_key(cell, stage.match)
-        found = [c for c in source.cells() if match_key(c, stage.match) == key]
-        if len(found) != 1:
+        found = found_in[source_name][key]
+        if found != 1:
             want = ", ".join(f"{k}={v}" for k, v in zip(stage.match, key))
-            problem = "none" if not found else f"{len(found)}"
+            problem = "none" if not found else f"{found}"
             raise ConfigError("init", {"from_stage": source_name}, f"a stage with exactly one trial matching "
                               f"{want} ({problem} found; adjust match: or the grids)", where)
 
