@@ -213,26 +213,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
               + (f"; search ({stage.search_alg}): {searched}" if searched else "")
               + f"; {stage.base['epochs']} epoch(s); resources per trial: cpu {res['cpu']:g}, gpu {res['gpu']:g}"
               + ("; scheduler: asha (work: at most)" if isinstance(stage.scheduler, dict) else "") + source
-              + f"; work: {_work(work)}")
-    known = [w for w in works if w is not None]
-    print(f"{sum(s.num_trials for s in sweep.stages):,} trial(s) in all; work: {_work(sum(known))}"
-          f"{'' if len(known) == len(works) else ' + stages of unknown size'} (image passes = training "
-          "images x epochs x (attack steps + 1); evaluation not counted)")
+              + f"; work: {sizing.si(work)} image passes")
+    print(f"{sum(s.num_trials for s in sweep.stages):,} trial(s) in all; work: {sizing.si(sum(works))} image "
+          "passes (image passes = training images x epochs x (attack steps + 1); evaluation not counted)")
     if args.rate is None:
         print("projected wall time: pass --rate IMAGES_PER_S (image passes/s of one trial) and --slots N")
         return 0
-    times = [None if w is None else sizing.stage_seconds(s, w, args.rate, args.slots)
-             for s, w in zip(sweep.stages, works)]
-    each = ", ".join(f"{s.name} {'?' if t is None else sizing.duration(t)}" for s, t in zip(sweep.stages, times))
+    times = [sizing.stage_seconds(s, w, args.rate, args.slots) for s, w in zip(sweep.stages, works)]
+    each = ", ".join(f"{s.name} {sizing.duration(t)}" for s, t in zip(sweep.stages, times))
     print(f"projected wall time at {args.rate:g} image passes/s per trial, {args.slots} trial(s) at a time: "
-          f"{sizing.duration(sum(t for t in times if t is not None))} ({each})")
+          f"{sizing.duration(sum(times))} ({each})")
     return 0
-
-
-def _work(passes: float | None) -> str:
-    from bnsweep.sweep.sizing import si
-
-    return "? (data set size unknown)" if passes is None else f"{si(passes)} image passes"
 
 
 def _summary(root: str, stage: str) -> str:

@@ -215,10 +215,15 @@ def _check_init(cfg: TrialConfig, where: str, check_paths: bool) -> None:
         raise ConfigError("init", cfg.init, "random, {from_stage: NAME}, or an existing checkpoint path", where)
 
 
-# The keys whose allowed values depend on one another (the cross-key checks of make_config). A sweep
-# grid too large to validate cell by cell is validated for every combination of these keys' values
-# (sweep/spec.py), so a check that reads several keys must list them here.
-INTERACTING_KEYS = ("train_attack", "train_eps_255", "adv_fraction")
+# The keys each cross-key check of make_config reads. A sweep grid too large to validate cell by cell
+# is validated for every combination of each group's values (sweep/spec.py), so a check that reads
+# several keys must list them here.
+KEY_GROUPS = (
+    ("train_attack", "train_eps_255", "adv_fraction"),  # an attack needs a radius
+    ("trainable", "model", "width", "train_attack"),  # _check_trainable
+    ("dataset", "data_dir", "download", "n_train", "n_test"),  # _check_data
+    ("init", "model", "width", "dataset", "data_dir"),  # _check_checkpoint
+)
 
 
 def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",

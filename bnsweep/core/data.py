@@ -41,8 +41,6 @@ _CIFAR_FILES = {
 PLANTED_DEFAULT_SIZES = (10000, 2000)  # (train, test) when n_train / n_test is 0
 PLANTED_MAX = 100_000  # per split: generation holds n float32 images (1.2 GB at this size)
 DIGITS_TEST_SIZE = 359  # of 1797 images: a stratified 1438 / 359 (80 / 20) split
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "digits": 1797 - DIGITS_TEST_SIZE,
-               "planted": PLANTED_DEFAULT_SIZES[0]}  # training images of the whole split (n_train: 0)
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,13 @@ _SIZES = {
 def sizes(name: str, data_dir: str) -> Sizes:
     """Classes and split sizes of `name` (one per data set; one read from `data_dir` plugs in here)."""
     return _SIZES[name]
+
+
+def train_size(name: str, data_dir: str, n_train: int) -> int:
+    """Training images per epoch of a trial with this `n_train` (0: the whole split; planted: its default size)."""
+    if n_train:
+        return n_train
+    return PLANTED_DEFAULT_SIZES[0] if name == "planted" else sizes(name, data_dir).train
 
 
 def missing_files(name: str, data_dir: str) -> str | None:

@@ -17,14 +17,8 @@ import itertools
 import math
 from typing import Any, Callable
 
+from bnsweep.core import data
 from bnsweep.sweep.spec import Stage
-
-
-def train_images(dataset: str, n_train: int) -> int | None:
-    """Training images per epoch; None for a data set whose size is only known once it is read."""
-    from bnsweep.core.data import TRAIN_SIZES
-
-    return n_train or TRAIN_SIZES.get(dataset)
 
 
 def passes_per_image(config: dict[str, Any]) -> float:
@@ -34,9 +28,9 @@ def passes_per_image(config: dict[str, Any]) -> float:
 
 
 # Work per trial = epochs x training images x passes per image; each factor reads its own keys.
-FACTORS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], float | None]], ...] = (
+FACTORS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], float]], ...] = (
     (("epochs",), lambda c: c["epochs"]),
-    (("dataset", "n_train"), lambda c: train_images(c["dataset"], c["n_train"])),
+    (("dataset", "data_dir", "n_train"), lambda c: data.train_size(c["dataset"], c["data_dir"], c["n_train"])),
     (("train_attack", "train_steps", "adv_fraction"), passes_per_image),
 )
 
@@ -54,8 +48,8 @@ def _weighted(stage: Stage, key: str) -> list[tuple[Any, float]]:
     return [(stage.base[key], 1.0)]
 
 
-def stage_work(stage: Stage) -> float | None:
-    """Image passes of all the stage's trials (expected, for sampled keys); None if a size is unknown.
+def stage_work(stage: Stage) -> float:
+    """Image passes of all the stage's trials (expected, for sampled keys).
 
     The grid is a product of dimensions and each factor reads disjoint keys, so the sum over all cells
     is the product of each factor summed over its own keys' values, times the other dimensions' sizes.
@@ -64,10 +58,7 @@ def stage_work(stage: Stage) -> float | None:
     for keys, factor in FACTORS:
         part = 0.0
         for combo in itertools.product(*(_weighted(stage, k) for k in keys)):
-            value = factor(dict(zip(keys, (v for v, _ in combo))))
-            if value is None:
-                return None
-            part += value * math.prod(w for _, w in combo)
+            part += factor(dict(zip(keys, (v for v, _ in combo)))) * math.prod(w for _, w in combo)
         total *= part
     counted = {k for keys, _ in FACTORS for k in keys}
     return total * math.prod(len(v) for k, v in stage.grid.items() if k not in counted)

@@ -4,7 +4,7 @@ Every trial a stage can produce is validated here, so a typo in a sweep that wou
 stops at once with one line naming the file, the stage, the key and what is allowed. Grids are
 counted, never built: a sweep above `max_trials` is refused before any cell is looked at, and a
 grid larger than EXHAUSTIVE_CELLS (allowed by a raised `max_trials`) is validated value by value,
-for every combination of the keys that constrain one another, and on a sample of its cells.
+for every combination within each group of keys that constrain one another, and on a sample of cells.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
 from bnsweep.core.config import (
-    INTERACTING_KEYS,
+    KEY_GROUPS,
     KEYS,
     MAX_SEED,
     STAGE_INIT_PREFIX,
@@ -50,9 +50,10 @@ RESERVED_PREFIXES = tuple(f.casefold() for f in (SWEEP_FILE, STATE_FILE, LOCK_FI
 NOT_SEARCHED = ("init", "init_checkpoint")  # a stage's starting checkpoints are resolved per grid cell
 MAX_SETTING = 100_000  # num_samples, failures, checkpoints, ASHA's epochs
 MAX_RESOURCE = 1024  # CPUs or GPUs per trial (Ray leaves a trial no node can hold pending for ever)
-DEFAULT_MAX_TRIALS = 10_000  # a sweep file's `max_trials:` raises it
+DEFAULT_MAX_TRIALS = 10_000  # in all stages; a sweep file's top-level `max_trials:` raises it
+MAX_TRIALS = 10**12  # the most `max_trials:` may allow (grids are counted, never built)
 EXHAUSTIVE_CELLS = 10_000  # grids up to this size have every cell validated
-SAMPLED_CELLS = 1_000  # cells of a larger grid validated as a safety net, besides values and interactions
+SAMPLED_CELLS = 1_000  # cells of a larger grid validated as a safety net, besides values and key groups
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
 def _parse(doc: Any, path: str) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
     name = check_name("name", doc.get("name", os.path.splitext(os.path.basename(path))[0]), path)
-    max_trials = _positive_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path)
+    max_trials = _positive_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path, high=MAX_TRIALS)
     stages: list[Stage] = []
     wheres: list[str] = []
     for i, raw in enumerate(raw_stages):
@@ -247,9 +248,9 @@ def _stage(name: str, raw: Mapping[str, Any], where: str) -> Stage:
 def _check_cells(stage: Stage, where: str) -> None:
     """Validate the stage's trials as combinations of values (each value alone passed in _grid).
 
-    A grid of up to EXHAUSTIVE_CELLS cells: every cell. A larger one: every combination of the
-    INTERACTING_KEYS among its dimensions (the only keys make_config checks together), plus
-    SAMPLED_CELLS random cells, so it is never built.
+    A grid of up to EXHAUSTIVE_CELLS cells: every cell. A larger one: for each group of keys that
+    make_config checks together (KEY_GROUPS), every combination of the group's values, plus
+    SAMPLED_CELLS random cells; it is never built.
     """
     part = "grid" if stage.grid else "trial"
     base = _config(stage.base, where, "trial")
@@ -258,7 +259,8 @@ def _check_cells(stage: Stage, where: str) -> None:
     else:
         rng = random.Random(stage.seed)
         sample = ({k: rng.choice(v) for k, v in stage.grid.items()} for _ in range(SAMPLED_CELLS))
-        cells = itertools.chain(stage.combinations(k for k in INTERACTING_KEYS if k in stage.grid), sample)
+        groups = (stage.combinations(k for k in group if k in stage.grid) for group in KEY_GROUPS)
+        cells = itertools.chain(*groups, sample)
     for cell in cells:
         _config(cell, where, part, base)
 
