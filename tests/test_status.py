@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -56,6 +57,14 @@ def test_mixed_sweep_counts_epochs_best_and_eta(mixed_dir):
     assert lines["adv"].split()[:8] == ["adv", "7", "1", "2", "2", "1", "1", "12/20"]
     # the newest fake report is 3 min after the fake start; ETA as above
     assert lines["adv"].endswith("29 d 23 h ago  4 min 0 s") and lines["pre"].endswith("done")
+
+
+def test_status_imports_neither_torch_nor_ray(mixed_dir):
+    """Their imports alone take seconds: status must answer fast beside a running sweep."""
+    code = ("import sys; from bnsweep.cli import main; assert main(['status', sys.argv[1]]) == 0; "
+            "assert not {'torch', 'ray'} & set(sys.modules), sorted({'torch', 'ray'} & set(sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(mixed_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_every_trial_status_and_paused_and_stages_not_started(tmp_path):

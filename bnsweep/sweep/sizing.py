@@ -17,8 +17,14 @@ import itertools
 import math
 from typing import Any, Callable
 
-from bnsweep.core import data
 from bnsweep.sweep.spec import Stage
+
+
+def train_images(config: dict[str, Any]) -> int:
+    """Training images per epoch (data.py imports torch: only validation, which has it already, calls this)."""
+    from bnsweep.core.data import train_size
+
+    return train_size(config["dataset"], config["data_dir"], config["n_train"])
 
 
 def passes_per_image(config: dict[str, Any]) -> float:
@@ -30,7 +36,7 @@ def passes_per_image(config: dict[str, Any]) -> float:
 # Work per trial = epochs x training images x passes per image; each factor reads its own keys.
 FACTORS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], float]], ...] = (
     (("epochs",), lambda c: c["epochs"]),
-    (("dataset", "data_dir", "n_train"), lambda c: data.train_size(c["dataset"], c["data_dir"], c["n_train"])),
+    (("dataset", "data_dir", "n_train"), train_images),
     (("train_attack", "train_steps", "adv_fraction"), passes_per_image),
 )
 
