@@ -32,7 +32,12 @@ def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
             raise ConfigError("file", args.config, "a YAML mapping of trial keys")
         values.update(loaded or {})
     values.update(parse_overrides(args.set or []))
-    return make_config(values, where=args.config or "")
+    cfg = make_config(values, where=args.config or "")
+    if cfg.dataset == "folder":
+        from bnsweep.core import folder
+
+        folder.check(cfg.data_dir, cfg.n_train, cfg.n_test, where=args.config or "")
+    return cfg
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:

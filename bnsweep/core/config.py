@@ -17,7 +17,7 @@ import yaml
 
 from bnsweep.errors import ConfigError
 
-DATASETS = ("cifar10", "cifar100", "planted", "digits")
+DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
 TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
 BN_STATS = ("update", "frozen")
 BN_INIT = ("ones", "uniform")
@@ -35,12 +35,12 @@ class TrialConfig:
 
     # data
     dataset: str = "planted"
-    data_dir: str = "data"  # resolved to an absolute path (Ray trials change directory)
+    data_dir: str = "data"  # cifar: their folder; folder: the image tree or archive (made absolute)
     download: bool = False
     n_train: int = 0  # 0: the whole split (planted: its default size)
     n_test: int = 0
     data_seed: int = 0
-    augment: bool = True  # flip + crop, only for data sets that support it (cifar)
+    augment: bool = True  # flip + crop, only for natural images (cifar, folder)
     # model and starting point
     model: str = "resnet20"
     width: float = 1.0

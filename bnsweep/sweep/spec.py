@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from bnsweep.core import folder
 from bnsweep.core.config import KEYS, STAGE_INIT_PREFIX, TrialConfig, make_config, parse_yaml, read_text
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
                 "resources", "max_concurrent", "max_failures", "checkpoints_to_keep", "seed")
@@ -126,6 +127,7 @@ def _parse(doc: Any, path: str) -> Sweep:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
         stages.append(_stage(stage_name, _merge(top, raw), where, stages))
+    _check_folders(stages, path, "stages" in doc)
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
 
@@ -163,6 +165,23 @@ def _stage(name: str, raw: Mapping[str, Any], where: str, earlier: list[Stage]) 
         _config(cell, where, "grid" if grid else "trial")
     _check_stage_init(stage, where, earlier)
     return stage
+
+
+def _check_folders(stages: list[Stage], path: str, named: bool) -> None:
+    """Folder data sets exist, are laid out right and hold the subsets asked for; each source is
+    listed once (listing a .tar.gz decompresses it)."""
+    seen: dict[str, folder.Inventory] = {}
+    for stage in stages:
+        where = f"{path}: stage {stage.name!r}" if named else path
+        for cell in stage.cells():
+            if cell["dataset"] == "folder":
+                source = cell["data_dir"]
+                if source not in seen:
+                    try:
+                        seen[source] = folder.inventory(source)
+                    except DataError as err:
+                        raise DataError(f"{where}: {err}") from None
+                folder.check_sizes(seen[source], source, cell["n_train"], cell["n_test"], where)
 
 
 def _config(values: Mapping[str, Any], where: str, part: str) -> TrialConfig:
