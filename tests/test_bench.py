@@ -17,7 +17,7 @@ def test_quick_benchmark_prints_every_part(capsys):
     rows = bench_main(["--quick", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "device cpu" in out and f"torch {torch.__version__}" in out
-    for section in ("== efficiency", "== peers", "== eval", "[loading]"):
+    for section in ("== efficiency", "== peers", "== eval", "[loading]", "[data]"):
         assert section in out
     assert "== gpu: skipped (no CUDA device) ==" in out or torch.cuda.is_available()
 
@@ -33,6 +33,9 @@ def test_quick_benchmark_prints_every_part(capsys):
 
     assert [r["function"] for r in rows["loading"]] == ["load", "history"]
     assert rows["loading"][1]["rows"] == 20 * 3  # 20 trials x 3 epochs in --quick
+
+    (folder_row,) = rows["data"]
+    assert folder_row["images"] == 60 and folder_row["first_s"] > 0 and folder_row["cached_s"] > 0
 
     survivors, every = rows["eval"]
     assert survivors["seconds"] > 0 and every["seconds"] > 0

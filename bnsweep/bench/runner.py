@@ -8,15 +8,15 @@ from typing import Callable, Sequence
 
 import torch
 
-from bnsweep.bench import evaluation, loading, training
+from bnsweep.bench import data, evaluation, loading, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
 
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
     "eval": evaluation.evaluation, "packing": bench_sweep.packing, "overhead": bench_sweep.overhead,
-    "loading": loading.loading}
-QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0,
+    "loading": loading.loading, "data": data.data}
+QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **data.QUICK, model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0,
              n_train=64, eval_n=32, eval_steps=2, eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
 
 
@@ -45,6 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu-eager-only", action="store_true", help="gpu part: skip torch.compile")
     bench_sweep.add_arguments(p)
     loading.add_arguments(p)
+    data.add_arguments(p)
     p.add_argument("--quick", action="store_true", help="tiny defaults: checks that every part runs (tests)")
     if p.parse_known_args(argv)[0].quick:
         p.set_defaults(**QUICK)  # flags given explicitly still win
