@@ -119,12 +119,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # -- sweeps ------------------------------------------------------------------------------------
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _load_sweep(args: argparse.Namespace):
+    from bnsweep.core.config import parse_overrides
     from bnsweep.sweep.spec import load_sweep
 
-    sweep = load_sweep(args.sweep)
+    return load_sweep(args.sweep, parse_overrides(args.set or []))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from bnsweep.sweep.driver import format_overrides
+
+    sweep = _load_sweep(args)
     total = 0
-    print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
+    print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)"
+          + (f"; --set in every stage: {format_overrides(sweep.overrides)}" if sweep.overrides else ""))
     for stage in sweep.stages:
         total += stage.num_trials
         dims = ", ".join(f"{k} x{len(v)}" for k, v in stage.grid.items()) or "-"
@@ -171,9 +179,8 @@ def _run(sweep, root: str, *, resume: bool, address: str | None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bnsweep.sweep.storage import sweep_dir
-    from bnsweep.sweep.spec import load_sweep
 
-    sweep = load_sweep(args.sweep)
+    sweep = _load_sweep(args)
     root = sweep_dir(args.storage, args.name or sweep.name)
     return _run(sweep, root, resume=args.resume, address=args.address)
 
@@ -250,6 +257,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
+SET_HELP = ("override trial keys in every stage, e.g. data_dir=/data/cifar10-jpeg.tar.gz epochs=2 (keys a "
+            "stage's grid: or search: varies are refused)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a sweep file; print its stages, trials and resources",
                        description="Validate every trial of a sweep file without starting Ray.")
     p.add_argument("sweep", help="sweep file (YAML)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=SET_HELP)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a sweep with Ray Tune",
@@ -289,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the sweep file's name:)")
     p.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or head:6379 "
                                      "(default: RAY_ADDRESS, else a local Ray on this machine)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=SET_HELP + "; stored with the experiment, "
+                   "so bnsweep resume runs the same")
     p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already")
     p.set_defaults(func=cmd_run)
 

@@ -1,8 +1,8 @@
 """Run a validated sweep with Ray Tune: one Tuner per stage, in order, resumable.
 
-Layout under `<storage>/<name>/`: `sweep.yaml` (the sweep file as run), `bnsweep_state.json`
-(finished stages and the checkpoints later stages start from) and one Ray Tune experiment
-directory per stage. A finished stage is never run again; an unfinished one is restored with
+Layout under `<storage>/<name>/`: `sweep.yaml` (the sweep file as run), `overrides.yaml` (its
+`--set` trial keys, if any), `bnsweep_state.json` (finished stages and the checkpoints later stages
+start from) and one Ray Tune experiment directory per stage. A finished stage is never run again; an unfinished one is restored with
 `Tuner.restore` (unfinished and errored trials resume from their last checkpoints).
 """
 
@@ -13,10 +13,13 @@ import os
 import sys
 from typing import Any, Callable
 
-from bnsweep.core.config import STAGE_INIT_PREFIX
+import yaml
+
+from bnsweep.core.config import STAGE_INIT_PREFIX, parse_yaml
 from bnsweep.errors import ConfigError
 from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
 from bnsweep.sweep.storage import (
+    OVERRIDES_FILE,
     STATE_FILE,
     SWEEP_FILE,
     driver_lock,
@@ -170,8 +173,13 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
                           "continue it with: bnsweep resume " + root + ")")
     if existing is None and resume:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
+    if existing is not None and sweep.overrides != stored_overrides(root):
+        raise ConfigError("--set", format_overrides(sweep.overrides), "the --set the experiment started with: "
+                          f"{format_overrides(stored_overrides(root))} (bnsweep resume {root} uses it)")
     with driver_lock(root):
         if existing is None:
+            if sweep.overrides:  # first: an experiment exists once its sweep.yaml does
+                write_text(f"{root}/{OVERRIDES_FILE}", yaml.safe_dump(sweep.overrides, sort_keys=False))
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
         state = load_state(root)
         connect(address)
@@ -196,9 +204,20 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
         return grids
 
 
+def format_overrides(overrides: dict[str, Any]) -> str:
+    """`KEY=VALUE ...` as given on the command line, or "none"."""
+    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+
+
+def stored_overrides(root: str) -> dict[str, Any]:
+    """The `--set` trial keys an experiment was started with."""
+    text = read_text(f"{root}/{OVERRIDES_FILE}")
+    return dict(parse_yaml(text, f"{root}/{OVERRIDES_FILE}") or {}) if text else {}
+
+
 def resume_sweep(root: str) -> Sweep:
-    """The sweep stored in an experiment directory."""
+    """The sweep stored in an experiment directory, with the `--set` keys it was started with."""
     text = read_text(f"{root}/{SWEEP_FILE}")
     if text is None:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
-    return parse_sweep(text, f"{root}/{SWEEP_FILE}")
+    return parse_sweep(text, f"{root}/{SWEEP_FILE}", stored_overrides(root))

@@ -74,16 +74,23 @@ class Sweep:
     stages: tuple[Stage, ...]
     description: str = ""
     text: str = ""  # the file as written, stored with the experiment
+    overrides: dict[str, Any] = field(default_factory=dict)  # `--set` trial keys, stored with it too
 
 
-def load_sweep(path: str) -> Sweep:
+def load_sweep(path: str, overrides: Mapping[str, Any] | None = None) -> Sweep:
     """Parse and validate a sweep file; raises ConfigError naming file, stage and key."""
-    return parse_sweep(read_text(path), path)
+    return parse_sweep(read_text(path), path, overrides)
 
 
-def parse_sweep(text: str, path: str) -> Sweep:
-    """Parse and validate a sweep file's text (`path` names it in errors and in `Sweep.path`)."""
-    return dataclasses.replace(_parse(parse_yaml(text, path), path), text=text)
+def parse_sweep(text: str, path: str, overrides: Mapping[str, Any] | None = None) -> Sweep:
+    """Parse and validate a sweep file's text (`path` names it in errors and in `Sweep.path`).
+
+    `overrides` (``bnsweep run FILE --set KEY=VALUE``) are trial keys set in every stage, on top of
+    each stage's `trial:`; a key that a stage's `grid:` or `search:` varies is refused.
+    """
+    overrides = dict(overrides or {})
+    sweep = _parse(parse_yaml(text, path), path, overrides)
+    return dataclasses.replace(sweep, text=text, overrides=overrides)
 
 
 def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
@@ -110,8 +117,11 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
     return doc, top, raw_stages
 
 
-def _parse(doc: Any, path: str) -> Sweep:
+def _parse(doc: Any, path: str, overrides: dict[str, Any]) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
+    for key in overrides:
+        if key not in KEYS:
+            raise ConfigError("--set", key, "trial keys: " + ", ".join(KEYS), path)
     name = doc.get("name", os.path.splitext(os.path.basename(path))[0])
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError("name", name, "letters, digits, '_', '.', '-'", path)
@@ -126,7 +136,7 @@ def _parse(doc: Any, path: str) -> Sweep:
         if stage_name in [s.name for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
-        stages.append(_stage(stage_name, _merge(top, raw), where, stages))
+        stages.append(_stage(stage_name, _override(_merge(top, raw), overrides, where), where, stages))
     _check_folders(stages, path, "stages" in doc)
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
@@ -141,6 +151,18 @@ def _merge(top: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
         if key in top or key in stage:
             merged[key] = {**(top.get(key) or {}), **(stage.get(key) or {})}
     return merged
+
+
+def _override(merged: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stage's merged settings with `overrides` on top of its `trial:`."""
+    if not overrides:
+        return merged
+    for part in ("grid", "search"):
+        varied = [key for key in overrides if key in (merged.get(part) or {})]
+        if varied:
+            raise ConfigError("--set", f"{varied[0]}={overrides[varied[0]]}", f"keys the stage does not vary "
+                              f"(its {part}: varies {varied[0]}; edit the sweep file instead)", where)
+    return {**merged, "trial": {**(merged.get("trial") or {}), **overrides}}
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:

@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 from bnsweep.errors import ConfigError
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file as run, beside the stages' Ray Tune experiments
+OVERRIDES_FILE = "overrides.yaml"  # the `--set` trial keys it ran with, when there were any
 STATE_FILE = "bnsweep_state.json"  # finished stages and the checkpoints later stages start from
 LOCK_FILE = ".bnsweep.lock"
 
