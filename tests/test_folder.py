@@ -17,10 +17,9 @@ from bnsweep.core.data import balanced_order, load_dataset
 from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep import driver as sweep_module
 
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 CPU = torch.device("cpu")
 CLASSES = ("cat", "ant", "bee")  # sorted: ant, bee, cat
-SHARED_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
+SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"  # ../shared/data
 needs_archive = pytest.mark.skipif(not SHARED_ARCHIVE.exists(),
                                    reason=f"the JPEG copy of CIFAR-10 is not at {SHARED_ARCHIVE}")
 
