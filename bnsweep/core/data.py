@@ -21,9 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bnsweep.errors import DataError
-
 from bnsweep.core import folder
+from bnsweep.errors import DataError
 
 DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
 
@@ -125,7 +124,8 @@ def balanced_order(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     perm = torch.randperm(len(y), generator=g)
     shuffled = y[perm]
     by_class, where = torch.sort(shuffled, stable=True)
-    starts = torch.cumsum(torch.bincount(shuffled), 0) - torch.bincount(shuffled)
+    counts = torch.bincount(shuffled)
+    starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(perm)
     rank[where] = torch.arange(len(y)) - starts[by_class]
     num_classes = int(y.max()) + 1
@@ -227,7 +227,7 @@ def _upsampler(grid: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# digits, CIFAR, helpers
+# folder, digits, CIFAR, helpers
 # ---------------------------------------------------------------------------------------------
 
 def _load_folder(data_dir: str, n_train: int, n_test: int, data_seed: int,
