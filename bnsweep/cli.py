@@ -56,7 +56,12 @@ def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
             raise ConfigError("file", args.config, "a YAML mapping of trial keys")
         values.update(loaded or {})
     values.update(parse_overrides(args.set or []))
-    return make_config(values, where=args.config or "")
+    cfg = make_config(values, where=args.config or "")
+    if cfg.dataset == "folder":
+        from bnsweep.core import folder
+
+        folder.check(cfg.data_dir, cfg.n_train, cfg.n_test, where=args.config or "")
+    return cfg
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -186,9 +191,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 # -- sweeps ------------------------------------------------------------------------------------
 
+def _load_sweep(args: argparse.Namespace):
+    from bnsweep.core.config import parse_overrides
+    from bnsweep.sweep.spec import load_sweep
+
+    return load_sweep(args.sweep, parse_overrides(args.set or []))
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from bnsweep.sweep import sizing
-    from bnsweep.sweep.spec import load_sweep
+    from bnsweep.sweep.driver import format_overrides
 
     if args.keys:
         from bnsweep.core.keys import key_table
@@ -201,9 +213,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise UsageError(f"--rate: {args.rate:g} is not allowed; allowed: image passes per second of one trial, > 0")
     if args.slots < 1:
         raise UsageError(f"--slots: {args.slots} is not allowed; allowed: trials at once, >= 1")
-    sweep = load_sweep(args.sweep)
+    sweep = _load_sweep(args)
     works = [sizing.stage_work(stage) for stage in sweep.stages]
-    print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)")
+    print(f"sweep {sweep.name!r} ({args.sweep}): {len(sweep.stages)} stage(s)"
+          + (f"; --set in every stage: {format_overrides(sweep.overrides)}" if sweep.overrides else ""))
     for stage, work in zip(sweep.stages, works):
         dims = ", ".join(f"{k} x{len(v)}" for k, v in stage.grid.items()) or "-"
         searched = ", ".join(f"{k} ~ {next(iter(v))}" for k, v in stage.search.items())
@@ -276,10 +289,10 @@ def _address(args: argparse.Namespace) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bnsweep.sweep.spec import check_name, load_sweep
+    from bnsweep.sweep.spec import check_name
     from bnsweep.sweep.storage import sweep_dir
 
-    sweep = load_sweep(args.sweep)
+    sweep = _load_sweep(args)
     address = _address(args)
     root = sweep_dir(args.storage, check_name("--name", args.name) if args.name is not None else sweep.name)
     if "://" not in root:
@@ -418,6 +431,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------
 
+SET_HELP = ("override trial keys in every stage, e.g. data_dir=/data/cifar10-jpeg.tar.gz epochs=2 (keys a "
+            "stage's grid: or search: varies are refused)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bnsweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -465,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=1, metavar="N",
                    help="trials running at once for the projection (default: 1; capped per stage by its "
                         "trials and max_concurrent)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=SET_HELP)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", help="run a sweep with Ray Tune",
@@ -477,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: the sweep file's name:)")
     p.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 or head:6379 "
                                      "(default: RAY_ADDRESS, else a local Ray on this machine)")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help=SET_HELP + "; stored with the experiment, "
+                   "so bnsweep resume runs the same")
     p.add_argument("--resume", action="store_true", help="continue the experiment if it exists already (else start it)")
     p.set_defaults(func=cmd_run)
 

@@ -18,7 +18,7 @@ def test_quick_benchmark_prints_every_part(capsys):
     rows = bench_main(["--quick", "--device", "cpu"])
     out = capsys.readouterr().out
     assert "device cpu" in out and f"torch {torch.__version__}" in out and f"bnsweep {code_version()}" in out
-    for section in ("== efficiency", "== peers", "== eval", "[loading]", "== scale"):
+    for section in ("== efficiency", "== peers", "== eval", "[loading]", "== scale", "[data]"):
         assert section in out
     assert "== gpu: skipped (no CUDA device) ==" in out or torch.cuda.is_available()
 
@@ -42,6 +42,9 @@ def test_quick_benchmark_prints_every_part(capsys):
         assert r["wall_s"] > 0 and r["trial_s"] > 0 and r["peak_rss_mb"] > 0 and r["checkpoints"] == 4
         assert 0 < r["checkpoint_mb"] < r["disk_mb"]
     assert ours["ratio"] == ours["wall_s"] / bare["wall_s"]
+
+    (folder_row,) = rows["data"]
+    assert folder_row["images"] == 60 and folder_row["first_s"] > 0 and folder_row["cached_s"] > 0
 
     survivors, every = rows["eval"]
     assert survivors["seconds"] > 0 and every["seconds"] > 0

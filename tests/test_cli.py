@@ -191,3 +191,58 @@ def test_config_file_with_set_override(capsys, tmp_path):
     assert config["trainable"] == "bn+fc"  # --set wins over the file
     assert config["lr"] == 0.05 and config["epochs"] == 1 and config["model"] == "resnet8"  # the file's values
     assert len(read_jsonl(out / "metrics.jsonl")) == 1
+
+
+def test_sweep_set_overrides_every_stage_and_refuses_grid_keys(capsys, tmp_path):
+    from pathlib import Path
+
+    from bnsweep.core.config import parse_overrides
+    from bnsweep.sweep.spec import load_sweep
+
+    demo = str(Path(__file__).parent.parent / "sweeps" / "demo.yaml")
+    sweep = load_sweep(demo, parse_overrides(["epochs=1", "n_train=200", "eval_eps_255=[4, 8]"]))
+    assert sweep.overrides == {"epochs": 1, "n_train": 200, "eval_eps_255": [4, 8]}
+    for stage in sweep.stages:  # on top of every stage's own trial: (both stages set epochs)
+        assert (stage.base["epochs"], stage.base["n_train"], stage.base["eval_eps_255"]) == (1, 200, [4.0, 8.0])
+    assert main(["validate", demo, "--set", "epochs=1"]) == 0
+    assert "--set in every stage: epochs=1" in capsys.readouterr().out
+    for setting, words in (("trainable=bn", ["stage 'adv'", "trainable=bn", "grid: varies trainable"]),
+                           ("seed=3", ["stage 'pretrain'", "seed=3", "grid: varies seed"]),
+                           ("lrr=0.1", ["--set", "lrr", "trial keys"]),
+                           ("epochs=0", ["trial.epochs", "0"])):
+        for command in ("validate", "run"):
+            argv = [command, demo, "--set", setting] + (["--storage", str(tmp_path)] if command == "run" else [])
+            assert main(argv) == 2
+            line = one_error_line(capsys)
+            assert all(w in line for w in words), line
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypatch):
+    """Overrides written beside sweep.yaml and read back by `bnsweep resume` (stages stubbed: no Ray)."""
+    import yaml
+
+    from bnsweep.sweep import driver
+    from bnsweep.sweep.storage import sweep_dir
+
+    ran = []
+    monkeypatch.setattr(driver, "connect", lambda address: None)
+    monkeypatch.setattr(driver, "run_stage", lambda stage, root, lookup, trainable: ran.append(stage) or [])
+    monkeypatch.setattr("bnsweep.cli._summary", lambda root, stage: "")
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("name: s\ntrial: {dataset: planted, model: resnet8, epochs: 3}\n"
+                          "stages:\n  - name: a\n  - name: b\n    trial: {epochs: 5}\n")
+    storage = str(tmp_path / "results")
+    assert main(["run", str(sweep_file), "--storage", storage, "--set", "epochs=1", "lr=5e-2"]) == 0
+    root = sweep_dir(storage, "s")
+    assert yaml.safe_load(open(os.path.join(root, "overrides.yaml"))) == {"epochs": 1, "lr": 0.05}
+    assert open(os.path.join(root, "sweep.yaml")).read() == sweep_file.read_text()  # the file as written
+    assert [s.base["epochs"] for s in ran] == [1, 1]
+
+    stored = driver.resume_sweep(root)  # what `bnsweep resume` runs
+    assert stored.overrides == {"epochs": 1, "lr": 0.05}
+    assert [(s.base["epochs"], s.base["lr"]) for s in stored.stages] == [(1, 0.05), (1, 0.05)]
+    capsys.readouterr()
+    assert main(["run", str(sweep_file), "--storage", storage, "--resume"]) == 2  # without the --set
+    assert "the --set the experiment started with: epochs=1 lr=0.05" in one_error_line(capsys)
+    assert main(["run", str(sweep_file), "--storage", storage, "--resume", "--set", "epochs=1", "lr=0.05"]) == 0

@@ -107,15 +107,20 @@ def test_run_resume_starts_an_experiment_that_does_not_exist_yet(tmp_path, ray_l
 
 
 def trial_failing_after(config: dict, kwargs: dict, should_fail) -> None:
-    """`run_trial`, raising right after a report for which `should_fail(metrics)` is true."""
+    """`run_trial`, raising in the epoch after a report for which `should_fail(metrics)` is true (when
+    its report is due): a crash mid-training. (Ray hands a report to the driver asynchronously, so a
+    process that dies the instant after `tune.report` returns can lose that last report.)"""
     from ray import tune
 
     real_report = tune.report
+    crash_next = []
 
     def report(metrics, checkpoint=None):
+        if crash_next:
+            raise RuntimeError("injected failure")
         real_report(metrics, checkpoint=checkpoint)
         if should_fail(metrics):
-            raise RuntimeError("injected failure")
+            crash_next.append(metrics["epoch"])
 
     tune.report = report
     try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bnsweep.cli import main
 from bnsweep.sweep.spec import load_sweep
 
-SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+SWEEPS = sorted((ROOT / "sweeps").rglob("*.yaml"))
+CIFAR10_JPEG = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"  # ../shared/data
 
 
 @pytest.fixture(autouse=True)
@@ -23,8 +26,28 @@ def data_present(monkeypatch):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_shipped_sweep_validates(path, capsys):
-    assert main(["validate", str(path)]) == 0
+    argv = ["validate", str(path)]
+    if yaml.safe_load(path.read_text())["trial"]["dataset"] == "folder":  # the data must be there
+        if not CIFAR10_JPEG.exists():
+            pytest.skip(f"the JPEG copy of CIFAR-10 is not at {CIFAR10_JPEG}")
+        argv += ["--set", f"data_dir={CIFAR10_JPEG}"]
+    assert main(argv) == 0
     assert "trial(s) in all" in capsys.readouterr().out
+
+
+def test_laptop_sweep_is_the_study_on_real_images(tmp_path):
+    from test_folder import make_tree
+
+    make_tree(tmp_path / "tree")  # a stand-in for the data: the file's sizes are checked below
+    laptop = load_sweep(str(ROOT / "sweeps" / "cifar10-laptop.yaml"),
+                        {"data_dir": str(tmp_path / "tree"), "n_train": 12, "n_test": 6})
+    pre, adv = laptop.stages
+    assert pre.base["train_attack"] == "none" and pre.base["dataset"] == "folder"
+    assert set(adv.grid["trainable"]) == {"all", "bn", "bn+fc", "fc"}
+    assert set(adv.grid["init"]) == {"from_stage:pretrain", "random"}
+    assert len(adv.grid["seed"]) >= 3 and adv.base["train_attack"] == "pgd" and adv.base["train_eps_255"] == 8
+    assert len(adv.base["eval_eps_255"]) >= 3 and adv.base["final_restarts"] >= 2
+    assert all(s.resources["gpu"] == 0 and s.base["device"] == "cpu" for s in laptop.stages)
 
 
 def test_demo_is_the_study_in_small():

@@ -10,17 +10,17 @@ from typing import Callable, Sequence
 import torch
 
 from bnsweep import code_version
-from bnsweep.bench import evaluation, loading, scale, training
+from bnsweep.bench import data, evaluation, loading, scale, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
 
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
     "eval": evaluation.evaluation, "packing": bench_sweep.packing, "overhead": bench_sweep.overhead,
-    "loading": loading.loading, "scale": scale.scale}
-QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, model="resnet8", width=0.25, batch_size=32,
-             steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2, eval_epochs=1,
-             gpu_batches=2, gpu_batch_size=32)
+    "loading": loading.loading, "scale": scale.scale, "data": data.data}
+QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, model="resnet8", width=0.25,
+             batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2,
+             eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -49,6 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     bench_sweep.add_arguments(p)
     loading.add_arguments(p)
     scale.add_arguments(p)
+    data.add_arguments(p)
     p.add_argument("--quick", "--smoke-test", action="store_true",
                    help="tiny defaults: checks that every part runs (tests)")
     if p.parse_known_args(argv)[0].quick:

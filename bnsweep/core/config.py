@@ -17,9 +17,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 
-DATASETS = ("cifar10", "cifar100", "planted", "digits")
+DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
 BN_STATS = ("update", "frozen", "selected")
 BN_INIT = ("ones", "uniform")
 TRAIN_ATTACKS = ("pgd", "fgsm", "none")
@@ -36,12 +36,12 @@ class TrialConfig:
 
     # data
     dataset: str = "planted"
-    data_dir: str = "data"  # resolved to an absolute path (Ray trials change directory)
+    data_dir: str = "data"  # cifar: their folder; folder: the image tree or archive (made absolute)
     download: bool = False
     n_train: int = 0  # 0: the whole split (planted: its default size)
     n_test: int = 0
     data_seed: int = 0
-    augment: bool = True  # flip + crop, only for data sets that support it (cifar)
+    augment: bool = True  # flip + crop, only for natural images (cifar, folder)
     # model and starting point
     model: str = "resnet20"
     width: float = 1.0
@@ -268,7 +268,10 @@ def _check_data(cfg: TrialConfig, where: str, check_paths: bool) -> None:
     """Subsets no larger than the data set; with `check_paths`, its files where trials will read them."""
     from bnsweep.core import data
 
-    sizes = data.sizes(cfg.dataset, cfg.data_dir)
+    try:
+        sizes = data.sizes(cfg.dataset, cfg.data_dir)
+    except DataError as err:  # a folder data set that is missing or laid out wrong
+        raise DataError(f"{where}: {err}" if where else str(err)) from None
     for key, most in (("n_train", sizes.train), ("n_test", sizes.test)):
         if getattr(cfg, key) > most:
             raise ConfigError(key, getattr(cfg, key), f"0 (the whole split) or at most {most} for {cfg.dataset}",

@@ -1,10 +1,11 @@
 """Data sets as uint8 tensors on the training device, with batching and augmentation done there.
 
-Four data sets (``DATASETS``): CIFAR-10 and CIFAR-100 through torchvision (downloaded once under a
-file lock, because many Ray trials may start at once), ``digits`` (scikit-learn's bundled 8x8 digits,
-upscaled to 32x32: real data, offline) and ``planted`` (synthetic CIFAR-shaped data with planted robust
-and fragile features, see ``make_planted``), so the fragile-versus-robust question can be studied
-offline on a CPU in minutes.
+Five data sets (``DATASETS``): CIFAR-10 and CIFAR-100 through torchvision (downloaded once under a
+file lock, because many Ray trials may start at once), ``folder`` (any image-folder data set of PNG or
+JPEG files, decoded once and cached, see ``bnsweep.core.folder``), ``digits`` (scikit-learn's bundled
+8x8 digits, upscaled to 32x32: real data, offline) and ``planted`` (synthetic CIFAR-shaped data with
+planted robust and fragile features, see ``make_planted``), so the fragile-versus-robust question can
+be studied offline on a CPU in minutes.
 
 Following airbench, the whole split lives on the device as uint8 (N, 3, 32, 32); ``batches`` shuffles,
 flips and crops there without DataLoader workers, which matters when Tune trials share a GPU and CPUs.
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bnsweep.core import folder
 from bnsweep.errors import DataError
 
-DATASETS = ("cifar10", "cifar100", "planted", "digits")
+DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
 
 # Per-channel statistics of the [0, 1] CIFAR training images (the constants used across the literature).
 _CIFAR_STATS = {
@@ -61,7 +63,12 @@ _SIZES = {
 
 
 def sizes(name: str, data_dir: str) -> Sizes:
-    """Classes and split sizes of `name` (one per data set; one read from `data_dir` plugs in here)."""
+    """Classes and split sizes of `name`; a folder data set's are read from `data_dir` (once per process)."""
+    if name == "folder":
+        from bnsweep.core import folder
+
+        found = folder.inventory(data_dir)
+        return Sizes(len(found.classes), sum(found.counts["train"]), sum(found.counts["test"]))
     return _SIZES[name]
 
 
@@ -102,10 +109,13 @@ def load_dataset(name: str, *, data_dir: str, download: bool, n_train: int, n_te
     """Load `name` once, as uint8 tensors on `device`.
 
     n_train / n_test: 0 means the whole split (planted: its default size, ``PLANTED_DEFAULT_SIZES``).
-    A positive value takes a subset chosen by `data_seed` (planted: generates that many). `data_dir`
-    is only used by cifar10/cifar100. Raises DataError when CIFAR files are missing and cannot be
-    downloaded, ValueError for an unknown name or a subset larger than the split.
+    A positive value takes a subset chosen by `data_seed` (planted: generates that many; folder: a
+    class-balanced one, see ``balanced_order``). `data_dir` is used by cifar10/cifar100 and folder.
+    Raises DataError when files are missing, unreadable or cannot be downloaded, ValueError for an
+    unknown name or a subset larger than the split.
     """
+    if name == "folder":
+        return _load_folder(data_dir, n_train, n_test, data_seed, device)
     if name in _CIFAR_STATS:
         (tx, ty), (vx, vy) = (_load_cifar(name, data_dir, download, train) for train in (True, False))
         mean, std = _CIFAR_STATS[name]
@@ -151,6 +161,28 @@ def batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle:
         if augment:
             xb = _flip_crop(xb, generator, gdev)
         yield xb.float().div_(255), yb
+
+
+def balanced_order(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Indices of n examples (0: all) drawn class-balanced with `seed`, in round-robin class order.
+
+    Within each class the examples are shuffled; the k-th pick of every class comes before any
+    (k+1)-th pick, with classes in a seeded order within a round. So every prefix, and in particular
+    the first `eval_n` test examples, is balanced too: class counts differ by at most one, except
+    where a class has run out of examples.
+    """
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(y), generator=g)
+    shuffled = y[perm]
+    by_class, where = torch.sort(shuffled, stable=True)
+    counts = torch.bincount(shuffled)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(perm)
+    rank[where] = torch.arange(len(y)) - starts[by_class]
+    num_classes = int(y.max()) + 1
+    class_slot = torch.randperm(num_classes, generator=g)
+    order = torch.argsort(rank * num_classes + class_slot[shuffled])
+    return perm[order][:n or len(y)]
 
 
 def _flip_crop(x: torch.Tensor, generator: torch.Generator | None, gdev: torch.device,
@@ -255,8 +287,20 @@ def _upsampler(grid: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# digits, CIFAR, helpers
+# folder, digits, CIFAR, helpers
 # ---------------------------------------------------------------------------------------------
+
+def _load_folder(data_dir: str, n_train: int, n_test: int, data_seed: int,
+                 device: torch.device | str) -> Dataset:
+    data = folder.load(data_dir)
+    folder.check_sizes(folder.Inventory.of(data), data_dir, n_train, n_test)
+    train, test = (balanced_order(data[f"{s}_y"], n, data_seed + i)
+                   for i, (s, n) in enumerate((("train", n_train), ("test", n_test))))
+    mean, std = _channel_stats(data["train_x"])  # of the whole training split, like the CIFAR constants
+    return Dataset(train_x=data["train_x"][train].to(device), train_y=data["train_y"][train].to(device),
+                   test_x=data["test_x"][test].to(device), test_y=data["test_y"][test].to(device),
+                   num_classes=len(data["classes"]), mean=mean, std=std, augment=True)
+
 
 def _load_digits(seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     from sklearn.datasets import load_digits
@@ -307,6 +351,11 @@ def _subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int,
 
 
 def _channel_stats(x: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    xf = x.double().div(255).transpose(0, 1).reshape(3, -1)
-    mean, std = xf.mean(1), xf.std(1).clamp_min(1e-3)
+    """Per-channel mean and std of uint8 images scaled to [0, 1], exact, from per-channel histograms
+    (no float copy of the images: 50,000 CIFAR images would need 1.2 GB in float64)."""
+    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(3)]).double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    n = counts.sum(1)
+    mean = (counts * values).sum(1) / n
+    std = ((counts * (values - mean[:, None]) ** 2).sum(1) / (n - 1)).sqrt().clamp_min(1e-3)
     return tuple(mean.tolist()), tuple(std.tolist())  # type: ignore[return-value]

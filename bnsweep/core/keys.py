@@ -5,8 +5,8 @@ from __future__ import annotations
 from bnsweep.core.config import KEYS, TrialConfig, allowed_values
 
 MEANING = {
-    "dataset": "data set: torchvision CIFAR, synthetic `planted`, scikit-learn `digits`",
-    "data_dir": "where the data set's files are (absolute once validated; shared on a cluster)",
+    "dataset": "data set: torchvision CIFAR, an image `folder`, synthetic `planted`, scikit-learn `digits`",
+    "data_dir": "where the data set's files are (CIFAR: a directory; folder: a directory or .tar/.tar.gz); shared on a cluster",
     "download": "let torchvision download CIFAR into `data_dir`",
     "n_train": "training images (0: the whole split; `planted`: 10,000), a class-balanced draw",
     "n_test": "test images (0: the whole split; `planted`: 2,000)",

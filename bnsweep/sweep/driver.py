@@ -1,11 +1,11 @@
 """Run a validated sweep with Ray Tune: one Tuner per stage, in order, resumable.
 
-Layout under `<storage>/<name>/`: `sweep.yaml` (the sweep file as run), `bnsweep_state.json`
-(finished stages and the checkpoints later stages start from) and one Ray Tune experiment
-directory per stage. A stage is finished when every trial ended (last epoch, diverged, or stopped
-by its scheduler); a finished stage is never run again, an unfinished one (failed trials, or
-stopped by Ctrl-C) is restored with `Tuner.restore` (unfinished and errored trials resume from
-their last checkpoints).
+Layout under `<storage>/<name>/`: `sweep.yaml` (the sweep file as run), `overrides.yaml` (its
+`--set` trial keys, if any), `bnsweep_state.json` (finished stages and the checkpoints later stages
+start from) and one Ray Tune experiment directory per stage. A stage is finished when every trial
+ended (last epoch, diverged, or stopped by its scheduler); a finished stage is never run again, an
+unfinished one (failed trials, or stopped by Ctrl-C) is restored with `Tuner.restore` (unfinished
+and errored trials resume from their last checkpoints).
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import sys
 from typing import Any, Callable
 
 import pyarrow.fs as pafs
+import yaml
 
-from bnsweep.core.config import STAGE_INIT_PREFIX
+from bnsweep.core.config import STAGE_INIT_PREFIX, parse_yaml
 from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
 from bnsweep.sweep.storage import (
+    OVERRIDES_FILE,
     STATE_FILE,
     SWEEP_FILE,
     check_trusted,
@@ -219,6 +221,9 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
     if existing is not None and not resume:
         raise ConfigError("--name", os.path.basename(root), f"a new experiment name ({root} exists; "
                           "continue it with: bnsweep resume " + root + ")")
+    if existing is not None and sweep.overrides != stored_overrides(root):
+        raise ConfigError("--set", format_overrides(sweep.overrides), "the --set the experiment started with: "
+                          f"{format_overrides(stored_overrides(root))} (bnsweep resume {root} uses it)")
     with driver_lock(root):
         check_trusted(root)  # before Ray could unpickle anything of it
         state = load_state(root)
@@ -229,6 +234,8 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
                 return []
         connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
         if existing is None:
+            if sweep.overrides:  # first: an experiment exists once its sweep.yaml does
+                write_text(f"{root}/{OVERRIDES_FILE}", yaml.safe_dump(sweep.overrides, sort_keys=False))
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
             state = {"sweep_sha256": sweep_digest(sweep.text), "stages": {}}
             write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
@@ -269,9 +276,20 @@ def _check_unchanged(root: str, stored: str, sweep: Sweep, state: dict[str, Any]
                           f"continue it with: bnsweep resume {root}, or run the edited sweep under a new --name")
 
 
+def format_overrides(overrides: dict[str, Any]) -> str:
+    """`KEY=VALUE ...` as given on the command line, or "none"."""
+    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+
+
+def stored_overrides(root: str) -> dict[str, Any]:
+    """The `--set` trial keys an experiment was started with."""
+    text = read_text(f"{root}/{OVERRIDES_FILE}")
+    return dict(parse_yaml(text, f"{root}/{OVERRIDES_FILE}") or {}) if text else {}
+
+
 def resume_sweep(root: str) -> Sweep:
-    """The sweep stored in an experiment directory."""
+    """The sweep stored in an experiment directory, with the `--set` keys it was started with."""
     text = read_text(f"{root}/{SWEEP_FILE}")
     if text is None:
         raise ConfigError("resume", root, "an experiment directory written by bnsweep run")
-    return parse_sweep(text, f"{root}/{SWEEP_FILE}")
+    return parse_sweep(text, f"{root}/{SWEEP_FILE}", stored_overrides(root))

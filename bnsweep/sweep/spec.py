@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+from bnsweep.core import folder
 from bnsweep.core.config import (
     KEY_GROUPS,
     KEYS,
@@ -30,7 +31,7 @@ from bnsweep.core.config import (
     parse_yaml,
     read_text,
 )
-from bnsweep.errors import ConfigError
+from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep.storage import LOCK_FILE, STATE_FILE, SWEEP_FILE
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
@@ -114,16 +115,23 @@ class Sweep:
     stages: tuple[Stage, ...]
     description: str = ""
     text: str = ""  # the file as written, stored with the experiment
+    overrides: dict[str, Any] = field(default_factory=dict)  # `--set` trial keys, stored with it too
 
 
-def load_sweep(path: str) -> Sweep:
+def load_sweep(path: str, overrides: Mapping[str, Any] | None = None) -> Sweep:
     """Parse and validate a sweep file; raises ConfigError naming file, stage and key."""
-    return parse_sweep(read_text(path), path)
+    return parse_sweep(read_text(path), path, overrides)
 
 
-def parse_sweep(text: str, path: str) -> Sweep:
-    """Parse and validate a sweep file's text (`path` names it in errors and in `Sweep.path`)."""
-    return dataclasses.replace(_parse(parse_yaml(text, path), path), text=text)
+def parse_sweep(text: str, path: str, overrides: Mapping[str, Any] | None = None) -> Sweep:
+    """Parse and validate a sweep file's text (`path` names it in errors and in `Sweep.path`).
+
+    `overrides` (``bnsweep run FILE --set KEY=VALUE``) are trial keys set in every stage, on top of
+    each stage's `trial:`; a key that a stage's `grid:` or `search:` varies is refused.
+    """
+    overrides = dict(overrides or {})
+    sweep = _parse(parse_yaml(text, path), path, overrides)
+    return dataclasses.replace(sweep, text=text, overrides=overrides)
 
 
 @dataclass(frozen=True)
@@ -171,8 +179,11 @@ def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], l
     return doc, top, raw_stages
 
 
-def _parse(doc: Any, path: str) -> Sweep:
+def _parse(doc: Any, path: str, overrides: dict[str, Any]) -> Sweep:
     doc, top, raw_stages = _document(doc, path)
+    for key in overrides:
+        if key not in KEYS:
+            raise ConfigError("--set", key, "trial keys: " + ", ".join(KEYS), path)
     name = check_name("name", doc.get("name", os.path.splitext(os.path.basename(path))[0]), path)
     max_trials = _positive_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path, high=MAX_TRIALS)
     stages: list[Stage] = []
@@ -189,7 +200,7 @@ def _parse(doc: Any, path: str) -> Sweep:
         if stage_name.casefold() in [s.name.casefold() for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
         _check_keys(raw, STAGE_KEYS, where, "")
-        stages.append(_stage(stage_name, _merge(top, raw), where))
+        stages.append(_stage(stage_name, _override(_merge(top, raw), overrides, where), where))
         wheres.append(where)
     total = sum(stage.num_trials for stage in stages)
     if total > max_trials:
@@ -198,6 +209,7 @@ def _parse(doc: Any, path: str) -> Sweep:
     for i, (stage, where) in enumerate(zip(stages, wheres)):
         _check_cells(stage, where)
         _check_stage_init(stage, where, stages[:i])
+    _check_folders(stages, path, "stages" in doc)
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
 
@@ -220,6 +232,18 @@ def _merge(top: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
         if key in top or key in stage:
             merged[key] = {**(top.get(key) or {}), **(stage.get(key) or {})}
     return merged
+
+
+def _override(merged: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stage's merged settings with `overrides` on top of its `trial:`."""
+    if not overrides:
+        return merged
+    for part in ("grid", "search"):
+        varied = [key for key in overrides if key in (merged.get(part) or {})]
+        if varied:
+            raise ConfigError("--set", f"{varied[0]}={overrides[varied[0]]}", f"keys the stage does not vary "
+                              f"(its {part}: varies {varied[0]}; edit the sweep file instead)", where)
+    return {**merged, "trial": {**(merged.get("trial") or {}), **overrides}}
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:
@@ -263,6 +287,23 @@ def _check_cells(stage: Stage, where: str) -> None:
         cells = itertools.chain(*groups, sample)
     for cell in cells:
         _config(cell, where, part, base)
+
+
+def _check_folders(stages: list[Stage], path: str, named: bool) -> None:
+    """Folder data sets exist, are laid out right and hold the subsets asked for; each source is
+    listed once (listing a .tar.gz decompresses it)."""
+    seen: dict[str, folder.Inventory] = {}
+    for stage in stages:
+        where = f"{path}: stage {stage.name!r}" if named else path
+        for cell in stage.combinations(("dataset", "data_dir", "n_train", "n_test")):
+            if cell["dataset"] == "folder":
+                source = cell["data_dir"]
+                if source not in seen:
+                    try:
+                        seen[source] = folder.inventory(source)
+                    except DataError as err:
+                        raise DataError(f"{where}: {err}") from None
+                folder.check_sizes(seen[source], source, cell["n_train"], cell["n_test"], where)
 
 
 def _config(values: Mapping[str, Any], where: str, part: str, base: TrialConfig | None = None) -> TrialConfig:

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 from bnsweep.errors import ConfigError, DataError
 
 SWEEP_FILE = "sweep.yaml"  # the sweep file as run, beside the stages' Ray Tune experiments
+OVERRIDES_FILE = "overrides.yaml"  # the `--set` trial keys it ran with, when there were any
 STATE_FILE = "bnsweep_state.json"  # finished stages and the checkpoints later stages start from
 LOCK_FILE = ".bnsweep.lock"  # local experiments: an OS file lock
 HEARTBEAT_FILE = ".bnsweep_driver.json"  # experiments behind a URI: host, pid and heartbeat of the driver
