@@ -290,13 +290,13 @@ def _address(args: argparse.Namespace) -> str | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bnsweep.sweep.spec import check_name
-    from bnsweep.sweep.storage import sweep_dir
+    from bnsweep.sweep.storage import location, sweep_dir
 
     sweep = _load_sweep(args)
     address = _address(args)
     root = sweep_dir(args.storage, check_name("--name", args.name) if args.name is not None else sweep.name)
-    if "://" not in root:
-        _output(args.storage, "--storage", directory=True)
+    if "://" not in root:  # a local path, or a file:// URI of one
+        _output(location(args.storage), "--storage", directory=True)
         _output(root, "--storage", directory=True)
     return _run(sweep, root, resume=args.resume, address=address)
 
