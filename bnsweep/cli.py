@@ -15,9 +15,11 @@ import sys
 import warnings
 from typing import Any
 
+from bnsweep.core.choices import FinalAttack
 from bnsweep.errors import BadInput, ConfigError, DamagedWarning, UsageError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 RESUMES_FILE = "resumes.jsonl"  # `train --resume`: one line per resume, the config it continued with
 
 
@@ -40,7 +42,6 @@ def _output(path: str, option: str, *, directory: bool) -> str:
     if not os.access(existing, os.W_OK):
         raise ConfigError(option, path, f"{allowed} where you may write ({existing} is not writable)")
     return path
-EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -56,12 +57,7 @@ def _trial_config(args: argparse.Namespace, base: dict[str, Any] | None = None):
             raise ConfigError("file", args.config, "a YAML mapping of trial keys")
         values.update(loaded or {})
     values.update(parse_overrides(args.set or []))
-    cfg = make_config(values, where=args.config or "")
-    if cfg.dataset == "folder":
-        from bnsweep.core import folder
-
-        folder.check(cfg.data_dir, cfg.n_train, cfg.n_test, where=args.config or "")
-    return cfg
+    return make_config(values, where=args.config or "")
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -142,7 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = robust_accuracy(trial.model, x, y, attack=args.attack, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps,
                           step_255=0, restarts=cfg.eval_restarts, seed=cfg.seed)
     print(f"{args.checkpoint}: {cfg.model} on {cfg.dataset}, trainable={cfg.trainable}, n={len(y)}, "
-          f"attack={args.attack}" + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == "pgd" else ""))
+          f"attack={args.attack}" + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == FinalAttack.PGD else ""))
     print(f"{'eps_255':>8}  {'clean_acc':>9}  {'robust_acc':>10}")
     for eps in sorted(cfg.eval_eps_255):
         print(f"{eps:>8g}  {out['clean_acc']:>9.4f}  {out[eps_metric(eps)]:>10.4f}")
@@ -451,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a checkpoint: clean and robust accuracy",
                        description="Evaluate a bnsweep checkpoint on the test split of its data set.")
     p.add_argument("checkpoint", help="checkpoint.pt, or a directory holding one")
-    p.add_argument("--attack", choices=("pgd", "autoattack"), default="pgd")
+    p.add_argument("--attack", choices=[a.value for a in FinalAttack if a != FinalAttack.NONE],
+                   default=FinalAttack.PGD.value)
     p.add_argument("--eps-255", type=float, nargs="+", default=[8.0], help="radii in 1/255 (default: 8)")
     p.add_argument("--n", type=int, default=1000, help="number of test examples (default: 1000)")
     p.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")

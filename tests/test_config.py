@@ -7,11 +7,15 @@ import json
 import os
 
 import pytest
+import yaml
 
+from bnsweep.core.choices import DatasetName
 from bnsweep.core.config import (
+    CHOICES,
     KEYS,
     ConfigError,
     TrialConfig,
+    allowed_values,
     load_yaml,
     make_config,
     parse_overrides,
@@ -96,6 +100,22 @@ def test_defaults_and_good_values():
     assert make_config({"train_attack": "none", "train_eps_255": 0}).train_eps_255 == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("key, choice", sorted(CHOICES.items()))
+def test_fixed_choices_come_from_their_enum(key, choice):
+    for member in choice:
+        if member is DatasetName.FOLDER:
+            continue  # needs an image tree: tests/test_folder.py
+        value = getattr(make_config({key: member.value}, check_paths=False), key)
+        assert value == member and type(value) is str  # plain strings, for Ray's param_space and YAML
+    assert allowed_values(key) == ", ".join(m.value for m in choice)
+    err = refused({key: "nonsense"})
+    assert (err.key, err.allowed) == (key, allowed_values(key))
+
+
+def test_default_config_is_plain_yaml():
+    assert yaml.safe_load(yaml.safe_dump(TrialConfig().to_dict())) == TrialConfig().to_dict()
 
 
 def test_robust_eps_follows_training_radius_or_first_eval_radius():

@@ -13,6 +13,7 @@ from torchvision.io import encode_jpeg, encode_png
 
 from bnsweep.cli import main
 from bnsweep.core import folder
+from bnsweep.core.config import make_config
 from bnsweep.core.data import balanced_order, load_dataset
 from bnsweep.errors import ConfigError, DataError
 from bnsweep.sweep import driver as sweep_module
@@ -171,8 +172,8 @@ def test_bad_folders(tmp_path, cache):
     assert not list(cache.glob("*.pt"))  # nothing cached from a bad source
 
     make_tree(tmp_path / "small")
-    with pytest.raises(ConfigError, match="n_train: 13 is not allowed; allowed: at most 12"):
-        folder.check(str(tmp_path / "small"), 13, 0)
+    with pytest.raises(ConfigError, match="n_train: 13 is not allowed; allowed: 0 .* at most 12 for the folder"):
+        make_config({"dataset": "folder", "data_dir": str(tmp_path / "small"), "n_train": 13})
 
 
 def test_bad_folder_stops_train_and_sweeps_before_anything_starts(tmp_path, capsys, monkeypatch):

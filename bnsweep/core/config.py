@@ -1,7 +1,8 @@
 """TrialConfig: every knob of one trial as a frozen dataclass of plain values, validated up front.
 
 A trial's config is the unit Ray Tune varies, TensorBoard's hparams view shows and results tables
-group by, so it holds only primitives (plus one tuple of radii). Every invalid value is refused with
+group by, so it holds only primitives (plus one tuple of radii); a key with fixed choices holds the
+value of its enum in `choices`. Every invalid value is refused with
 one line naming the key, the value and what is allowed, before any data is loaded or Ray starts.
 """
 
@@ -17,16 +18,10 @@ from typing import Any, Mapping
 
 import yaml
 
+from bnsweep.core.choices import (AttackBNMode, BNInit, BNStats, Choice, DatasetName, FinalAttack, Precision,
+                                  Schedule, TrainAttack)
 from bnsweep.errors import ConfigError, DataError
 
-DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
-BN_STATS = ("update", "frozen", "selected")
-BN_INIT = ("ones", "uniform")
-TRAIN_ATTACKS = ("pgd", "fgsm", "none")
-ATTACK_BN_MODES = ("eval", "train")
-SCHEDULES = ("cosine", "step", "constant")
-FINAL_ATTACKS = ("pgd", "autoattack", "none")
-PRECISIONS = ("fp32", "bf16")
 STAGE_INIT_PREFIX = "from_stage:"
 
 
@@ -35,7 +30,7 @@ class TrialConfig:
     """One trial. Radii and step sizes are in units of 1/255 of the [0, 1] pixel range."""
 
     # data
-    dataset: str = "planted"
+    dataset: str = DatasetName.PLANTED.value
     data_dir: str = "data"  # cifar: their folder; folder: the image tree or archive (made absolute)
     download: bool = False
     n_train: int = 0  # 0: the whole split (planted: its default size)
@@ -47,16 +42,16 @@ class TrialConfig:
     width: float = 1.0
     init: str = "random"  # "random", a checkpoint path, or "from_stage:NAME" (sweeps)
     init_checkpoint: str = ""  # the checkpoint a "from_stage:NAME" trial starts from (set by the sweep)
-    bn_init: str = "ones"
+    bn_init: str = BNInit.ONES.value
     # what trains
     trainable: str = "all"  # an expression over the model's groups, e.g. bn, bn+fc, bn@stage3, all-stem
-    bn_stats: str = "update"
+    bn_stats: str = BNStats.UPDATE.value
     # adversarial training
-    train_attack: str = "pgd"
+    train_attack: str = TrainAttack.PGD.value
     train_eps_255: float = 8.0
     train_steps: int = 7
     train_step_255: float = 2.0
-    attack_bn_mode: str = "eval"
+    attack_bn_mode: str = AttackBNMode.EVAL.value
     adv_fraction: float = 1.0
     # optimiser
     epochs: int = 10
@@ -64,20 +59,20 @@ class TrialConfig:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "cosine"
+    schedule: str = Schedule.COSINE.value
     # evaluation
     eval_eps_255: tuple[float, ...] = (8.0,)
     eval_steps: int = 10
     eval_step_255: float = 0.0  # 0: 2.5 * eps / eval_steps (Madry et al.)
     eval_restarts: int = 1
     eval_n: int = 1000
-    final_attack: str = "pgd"
+    final_attack: str = FinalAttack.PGD.value
     final_steps: int = 50
     final_restarts: int = 1
     # run
     seed: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = Precision.FP32.value
     compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,7 +84,7 @@ class TrialConfig:
     @property
     def robust_eps_255(self) -> float:
         """The radius behind the headline `robust_acc` metric."""
-        return self.train_eps_255 if self.train_attack != "none" else self.eval_eps_255[0]
+        return self.train_eps_255 if self.train_attack != TrainAttack.NONE else self.eval_eps_255[0]
 
     @property
     def stage_init(self) -> str | None:
@@ -99,15 +94,15 @@ class TrialConfig:
 
 KEYS = tuple(f.name for f in fields(TrialConfig))
 TYPES = {f.name: f.type for f in fields(TrialConfig)}  # "int", "float", "str", "bool" or the radii tuple
-_CHOICES = {
-    "dataset": DATASETS,
-    "bn_stats": BN_STATS,
-    "bn_init": BN_INIT,
-    "train_attack": TRAIN_ATTACKS,
-    "attack_bn_mode": ATTACK_BN_MODES,
-    "schedule": SCHEDULES,
-    "final_attack": FINAL_ATTACKS,
-    "precision": PRECISIONS,
+CHOICES: dict[str, type[Choice]] = {
+    "dataset": DatasetName,
+    "bn_stats": BNStats,
+    "bn_init": BNInit,
+    "train_attack": TrainAttack,
+    "attack_bn_mode": AttackBNMode,
+    "schedule": Schedule,
+    "final_attack": FinalAttack,
+    "precision": Precision,
 }
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn seeds (data_seed) stop here; torch's go further
 MAX_COUNT = 2**31 - 1
@@ -183,7 +178,7 @@ def _check_model(value: str, where: str) -> None:
 
 
 def _check_trainable(cfg: TrialConfig, where: str) -> None:
-    problem = _trainable_problem(cfg.model, cfg.width, cfg.trainable, cfg.train_attack != "none")
+    problem = _trainable_problem(cfg.model, cfg.width, cfg.trainable, cfg.train_attack != TrainAttack.NONE)
     if problem:
         raise ConfigError("trainable", cfg.trainable, problem, where)
 
@@ -241,8 +236,8 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
         values["init"] = _stage_init_string(values["init"], where)
     clean = {key: _coerce(key, value, where) for key, value in values.items()}
     for key, value in clean.items():
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(key, value, ", ".join(_CHOICES[key]), where)
+        if key in CHOICES and value not in CHOICES[key].values():
+            raise ConfigError(key, value, CHOICES[key].allowed(), where)
         if key in _RANGES:
             _check_range(key, value, where)
     cfg = dataclasses.replace(base or TrialConfig(), **clean)
@@ -250,7 +245,7 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
         _check_model(cfg.model, where)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError("device", cfg.device, "auto, cpu, cuda, cuda:N, mps", where)
-    if cfg.train_attack != "none" and cfg.train_eps_255 == 0 and cfg.adv_fraction > 0:
+    if cfg.train_attack != TrainAttack.NONE and cfg.train_eps_255 == 0 and cfg.adv_fraction > 0:
         raise ConfigError("train_eps_255", cfg.train_eps_255, "a number > 0 when train_attack is not none", where)
     _check_trainable(cfg, where)
     _check_init(cfg, where, check_paths)
@@ -274,8 +269,8 @@ def _check_data(cfg: TrialConfig, where: str, check_paths: bool) -> None:
         raise DataError(f"{where}: {err}" if where else str(err)) from None
     for key, most in (("n_train", sizes.train), ("n_test", sizes.test)):
         if getattr(cfg, key) > most:
-            raise ConfigError(key, getattr(cfg, key), f"0 (the whole split) or at most {most} for {cfg.dataset}",
-                              where)
+            of = f"the folder data set {cfg.data_dir}" if cfg.dataset == DatasetName.FOLDER else cfg.dataset
+            raise ConfigError(key, getattr(cfg, key), f"0 (the whole split) or at most {most} for {of}", where)
     missing = data.missing_files(cfg.dataset, cfg.data_dir) if check_paths and not cfg.download else None
     if missing:
         raise ConfigError("data_dir", cfg.data_dir, f"a directory holding {cfg.dataset} ({missing})", where)
@@ -479,8 +474,8 @@ def allowed_values(key: str) -> str:
     """What a trial key accepts, in words (the README's table of trial keys is generated from this)."""
     if key in _ALLOWED_TEXT:
         return _ALLOWED_TEXT[key]
-    if key in _CHOICES:
-        return ", ".join(_CHOICES[key])
+    if key in CHOICES:
+        return CHOICES[key].allowed()
     if key in _RANGES:
         low, high, inclusive = _RANGES[key]
         return f"{'>=' if inclusive else '>'} {low}" + (f", <= {high}" if high is not None else "")

@@ -1,6 +1,6 @@
 """Data sets as uint8 tensors on the training device, with batching and augmentation done there.
 
-Five data sets (``DATASETS``): CIFAR-10 and CIFAR-100 through torchvision (downloaded once under a
+Five data sets (``choices.DatasetName``): CIFAR-10 and CIFAR-100 through torchvision (downloaded once under a
 file lock, because many Ray trials may start at once), ``folder`` (any image-folder data set of PNG or
 JPEG files, decoded once and cached, see ``bnsweep.core.folder``), ``digits`` (scikit-learn's bundled
 8x8 digits, upscaled to 32x32: real data, offline) and ``planted`` (synthetic CIFAR-shaped data with
@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from bnsweep.core import folder
+from bnsweep.core.choices import DatasetName
 from bnsweep.errors import DataError
-
-DATASETS = ("cifar10", "cifar100", "folder", "planted", "digits")
 
 # Per-channel statistics of the [0, 1] CIFAR training images (the constants used across the literature).
 _CIFAR_STATS = {
@@ -64,9 +63,7 @@ _SIZES = {
 
 def sizes(name: str, data_dir: str) -> Sizes:
     """Classes and split sizes of `name`; a folder data set's are read from `data_dir` (once per process)."""
-    if name == "folder":
-        from bnsweep.core import folder
-
+    if name == DatasetName.FOLDER:
         found = folder.inventory(data_dir)
         return Sizes(len(found.classes), sum(found.counts["train"]), sum(found.counts["test"]))
     return _SIZES[name]
@@ -76,7 +73,7 @@ def train_size(name: str, data_dir: str, n_train: int) -> int:
     """Training images per epoch of a trial with this `n_train` (0: the whole split; planted: its default size)."""
     if n_train:
         return n_train
-    return PLANTED_DEFAULT_SIZES[0] if name == "planted" else sizes(name, data_dir).train
+    return PLANTED_DEFAULT_SIZES[0] if name == DatasetName.PLANTED else sizes(name, data_dir).train
 
 
 def missing_files(name: str, data_dir: str) -> str | None:
@@ -114,22 +111,22 @@ def load_dataset(name: str, *, data_dir: str, download: bool, n_train: int, n_te
     Raises DataError when files are missing, unreadable or cannot be downloaded, ValueError for an
     unknown name or a subset larger than the split.
     """
-    if name == "folder":
+    if name == DatasetName.FOLDER:
         return _load_folder(data_dir, n_train, n_test, data_seed, device)
     if name in _CIFAR_STATS:
         (tx, ty), (vx, vy) = (_load_cifar(name, data_dir, download, train) for train in (True, False))
         mean, std = _CIFAR_STATS[name]
-        num_classes, augment = (10 if name == "cifar10" else 100), True
-    elif name == "digits":
+        num_classes, augment = (10 if name == DatasetName.CIFAR10 else 100), True
+    elif name == DatasetName.DIGITS:
         (tx, ty), (vx, vy) = _load_digits(data_seed)
         num_classes, augment = 10, False
-    elif name == "planted":
+    elif name == DatasetName.PLANTED:
         tx, ty = make_planted(n_train or PLANTED_DEFAULT_SIZES[0], seed=data_seed, stream=0)
         vx, vy = make_planted(n_test or PLANTED_DEFAULT_SIZES[1], seed=data_seed, stream=1)
         num_classes, augment = 10, False
     else:
-        raise ValueError(f"dataset: {name!r} is not allowed; allowed: {', '.join(DATASETS)}")
-    if name != "planted":
+        raise ValueError(f"dataset: {name!r} is not allowed; allowed: {DatasetName.allowed()}")
+    if name != DatasetName.PLANTED:
         tx, ty = _subset(tx, ty, n_train, data_seed, f"n_train: {n_train} is more than the "
                                                      f"{len(tx)} training images of {name}")
         vx, vy = _subset(vx, vy, n_test, data_seed + 1, f"n_test: {n_test} is more than the "
@@ -326,7 +323,7 @@ def _load_cifar(name: str, data_dir: str, download: bool, train: bool) -> tuple[
     how = (f"{name} data not found or unreadable in {root}: run with download=true on a machine with "
            f"internet, or extract {archive} (https://www.cs.toronto.edu/~kriz/cifar.html) so that "
            f"{os.path.join(root, folder)} exists")
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    cls = CIFAR10 if name == DatasetName.CIFAR10 else CIFAR100
     try:
         if download:
             os.makedirs(root, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bnsweep.core.attacks import pgd
+from bnsweep.core.choices import FinalAttack
 
 
 def eps_metric(eps_255: float) -> str:
@@ -97,7 +98,7 @@ def robust_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *,
                     seed: int) -> dict[str, float]:
     """Clean and robust accuracy under `attack` ("pgd": `evaluate`; "autoattack": standard
     AutoAttack at each radius): the one final evaluation, of a trial's last epoch and of `bnsweep eval`."""
-    if attack == "pgd":
+    if attack == FinalAttack.PGD:
         return evaluate(model, x_uint8, y, eps_255=eps_255, steps=steps, step_255=step_255,
                         restarts=restarts, seed=seed)
     out = evaluate(model, x_uint8, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=seed)

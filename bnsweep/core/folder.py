@@ -8,9 +8,10 @@ lock, so the trials of one machine decode once: the first decodes, the others wa
 the cache (memory-mapped, so a subset reads only its own rows). The cache file's name holds a hash
 of the source's path, file sizes and modification times, so a changed source is decoded anew.
 
-`inventory` and `check_sizes` are the cheap checks run before anything starts (sweep validation,
-`bnsweep train`): a missing split, classes that differ between train and test, a subset larger than
-a split. A corrupt image or images of different sizes are found while decoding.
+`inventory` is the cheap check that config validation runs before anything starts (through
+`data.sizes`): a missing split, classes that differ between train and test. A corrupt image or
+images of different sizes are found while decoding; `check_sizes` checks a subset against what was
+decoded.
 """
 
 from __future__ import annotations
@@ -174,11 +175,6 @@ def check_sizes(inv: Inventory, source: str, n_train: int, n_test: int, where: s
         total = sum(inv.counts[split])
         if n > total:
             raise ConfigError(key, n, f"at most {total}, the {split} images in {source} (0: all)", where)
-
-
-def check(source: str, n_train: int, n_test: int, where: str = "") -> None:
-    """Layout and subset sizes of a folder data set, before anything starts."""
-    check_sizes(inventory(source), source, n_train, n_test, where)
 
 
 # -- decode and cache --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from bnsweep.core import checkpoints
 from bnsweep.core.attacks import pgd
+from bnsweep.core.choices import FinalAttack, Precision, Schedule, TrainAttack
 from bnsweep.core.config import TrialConfig
 from bnsweep.core.data import Dataset, batches, load_dataset
 from bnsweep.core.evaluate import eps_metric, evaluate, robust_accuracy
@@ -51,9 +52,9 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_at(cfg: TrialConfig, progress: float) -> float:
     """Learning rate at `progress` in [0, 1) of training (per batch, so cosine is smooth)."""
-    if cfg.schedule == "cosine":
+    if cfg.schedule == Schedule.COSINE:
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg.schedule == "step":  # x0.1 at 50% and 75% of training
+    if cfg.schedule == Schedule.STEP:  # x0.1 at 50% and 75% of training
         return cfg.lr * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
     return cfg.lr
 
@@ -84,7 +85,7 @@ class Trial:
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) \
-            if cfg.precision == "bf16" else contextlib.nullcontext
+            if cfg.precision == Precision.BF16 else contextlib.nullcontext
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.progress: Progress = lambda batches, total, desc: batches
@@ -111,13 +112,13 @@ class Trial:
         cfg = self.cfg
         with bn_mode(self.model, cfg.attack_bn_mode, cfg.bn_stats, self.selected), frozen(self.params):
             return pgd(self.forward, x, y, eps=cfg.train_eps_255 / 255, step=cfg.train_step_255 / 255,
-                       steps=1 if cfg.train_attack == "fgsm" else cfg.train_steps,
+                       steps=1 if cfg.train_attack == TrainAttack.FGSM else cfg.train_steps,
                        generator=self.generator, autocast=self.autocast())
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch; returns (summed loss, number correct) as device tensors (no host sync)."""
         cfg = self.cfg
-        n_adv = round(cfg.adv_fraction * len(y)) if cfg.train_attack != "none" else 0
+        n_adv = round(cfg.adv_fraction * len(y)) if cfg.train_attack != TrainAttack.NONE else 0
         if n_adv:
             x = torch.cat([self.adversarial(x[:n_adv], y[:n_adv]), x[n_adv:]])
         train_mode(self.model, cfg.bn_stats, self.selected)
@@ -194,8 +195,8 @@ class Trial:
     def final_evaluation(self) -> dict[str, Any]:
         """The strongest evaluation, once: PGD with `final_steps` x `final_restarts`, or AutoAttack."""
         cfg = self.cfg
-        if cfg.final_attack == "none":
-            return {"final_attack": "none"}
+        if cfg.final_attack == FinalAttack.NONE:
+            return {"final_attack": cfg.final_attack}
         eps = cfg.robust_eps_255
         out = robust_accuracy(self.model, *self.eval_split(), attack=cfg.final_attack, eps_255=(eps,),
                               steps=cfg.final_steps, step_255=cfg.eval_step_255, restarts=cfg.final_restarts,

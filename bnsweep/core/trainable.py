@@ -19,6 +19,8 @@ from typing import Collection, Iterator
 import torch
 from torch import nn
 
+from bnsweep.core.choices import AttackBNMode, BNInit, BNStats
+
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 KINDS = ("bn", "conv", "fc")
 _STAGE = re.compile(r"layer(\d+)")
@@ -157,15 +159,15 @@ def set_trainable(model: nn.Module, names: Collection[str]) -> list[nn.Parameter
 def moving_bn(model: nn.Module, bn_stats: str, selected: Collection[str] = ()) -> list[nn.Module]:
     """The BN layers whose running statistics move in training: every one (`update`), none
     (`frozen`), or those with a parameter in the trainable selection (`selected`)."""
-    if bn_stats != "selected":
-        return bn_layers(model) if bn_stats == "update" else []
+    if bn_stats != BNStats.SELECTED:
+        return bn_layers(model) if bn_stats == BNStats.UPDATE else []
     return [m for name, m in model.named_modules() if isinstance(m, BN_TYPES)
             and any(f"{name}.{p}" in selected for p, _ in m.named_parameters(recurse=False))]
 
 
 def init_bn(model: nn.Module, bn_init: str, generator: torch.Generator | None = None) -> None:
     """BatchNorm scale at random init: ones (PyTorch) or U[0, 1] (Frankle et al.'s BN-only setting)."""
-    if bn_init == "uniform":
+    if bn_init == BNInit.UNIFORM:
         with torch.no_grad():
             for m in bn_layers(model):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=generator))
@@ -190,7 +192,7 @@ def bn_mode(model: nn.Module, mode: str, bn_stats: str, selected: Collection[str
     """
     layers = bn_layers(model)
     was_training = [m.training for m in layers]
-    batch_stats = moving_bn(model, bn_stats, selected) if mode == "train" else []
+    batch_stats = moving_bn(model, bn_stats, selected) if mode == AttackBNMode.TRAIN else []
     saved = [{k: v.clone() for k, v in m.state_dict().items() if k.startswith(("running_", "num_batches"))}
              for m in batch_stats]
     for m in layers:

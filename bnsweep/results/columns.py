@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bnsweep.core.choices import FinalAttack, TrainAttack
 from bnsweep.core.config import KEYS, TrialConfig
 
 TRIAL_KEYS = ("stage", *KEYS)
@@ -23,11 +24,11 @@ EPS_COLUMN = re.compile(r"^robust_acc_eps(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 # Keys that mean nothing for some trials: {deciding key: {its value: keys unused then}}. A clean
 # trial never ran PGD, FGSM takes one step, AutoAttack has its own steps and restarts.
 NOT_APPLICABLE = {
-    "train_attack": {"none": ("train_eps_255", "train_steps", "train_step_255", "attack_bn_mode",
+    "train_attack": {TrainAttack.NONE: ("train_eps_255", "train_steps", "train_step_255", "attack_bn_mode",
                               "adv_fraction"),
-                     "fgsm": ("train_steps",)},
-    "final_attack": {"none": ("final_steps", "final_restarts"),
-                     "autoattack": ("final_steps", "final_restarts")},
+                     TrainAttack.FGSM: ("train_steps",)},
+    "final_attack": {FinalAttack.NONE: ("final_steps", "final_restarts"),
+                     FinalAttack.AUTOATTACK: ("final_steps", "final_restarts")},
 }
 
 
@@ -108,5 +109,5 @@ def study_radii(df: pd.DataFrame, radius: pd.Series | None = None) -> list[float
     if df.empty:
         return []
     radius = robust_radius(df) if radius is None else radius
-    adversarial = df["train_attack"] != "none" if "train_attack" in df.columns else radius.notna()
+    adversarial = df["train_attack"] != TrainAttack.NONE if "train_attack" in df.columns else radius.notna()
     return sorted(set(radius[adversarial] if adversarial.any() else radius))

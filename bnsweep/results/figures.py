@@ -17,6 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bnsweep.core.choices import FinalAttack, TrainAttack
 from bnsweep.results.columns import eps_columns, robust_at, study_radii
 from bnsweep.results.tables import format_value, metric_columns, metric_label, setting_label, settings_frame
 
@@ -26,7 +27,7 @@ STUDY_TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
 BAR_STYLES = ({"color": "#a6c8e6", "edgecolor": "black", "linewidth": 0.6},
               {"color": "#1f4f82", "edgecolor": "black", "hatchcolor": "white", "hatch": "///",
                "linewidth": 0.6})
-ATTACK_NAMES = {"pgd": "PGD", "autoattack": "AutoAttack"}
+ATTACK_NAMES = {FinalAttack.PGD: "PGD", FinalAttack.AUTOATTACK: "AutoAttack"}
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -172,8 +173,8 @@ def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) ->
     radius), from the final evaluation when every trial has one.
     """
     df = df[df["status"].isin(statuses)] if "status" in df.columns else df
-    if "train_attack" in df.columns and (df["train_attack"] != "none").any():
-        df = df[df["train_attack"] != "none"]
+    if "train_attack" in df.columns and (df["train_attack"] != TrainAttack.NONE).any():
+        df = df[df["train_attack"] != TrainAttack.NONE]
     if df.empty or "trainable" not in df.columns:
         raise ValueError(f"no trials with status {', '.join(statuses)} and a trainable set to plot")
     radii = study_radii(df)

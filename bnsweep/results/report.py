@@ -19,6 +19,7 @@ import pandas as pd
 
 import bnsweep
 from bnsweep import results
+from bnsweep.core.choices import FinalAttack
 from bnsweep.results import figures, tables
 from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE, robust_radius
 from bnsweep.sweep.storage import SWEEP_FILE
@@ -67,7 +68,7 @@ def _final_attack(row: pd.Series) -> str | None:
 
 
 def _check_aa_vs_pgd(row: pd.Series, margin: float) -> list[str]:
-    if _final_attack(row) != "autoattack" or not {"final_robust_acc", "robust_acc"} <= set(row.index):
+    if _final_attack(row) != FinalAttack.AUTOATTACK or not {"final_robust_acc", "robust_acc"} <= set(row.index):
         return []
     aa, pgd = row["final_robust_acc"], row["robust_acc"]
     if pd.notna(aa) and pd.notna(pgd) and aa > pgd + margin:
@@ -77,7 +78,7 @@ def _check_aa_vs_pgd(row: pd.Series, margin: float) -> list[str]:
 
 
 def _check_final_present(row: pd.Series) -> list[str]:
-    if row.get("status") != "terminated" or _final_attack(row) == "none":  # none: no final eval
+    if row.get("status") != "terminated" or _final_attack(row) == FinalAttack.NONE:  # no final evaluation
         return []
     missing = [m for m in ("final_clean_acc", "final_robust_acc") if pd.isna(row.get(m))]
     return [f"terminated without {', '.join(missing)}"] if missing else []

@@ -17,6 +17,7 @@ import itertools
 import math
 from typing import Any, Callable
 
+from bnsweep.core.choices import TrainAttack
 from bnsweep.sweep.spec import Stage
 
 
@@ -29,7 +30,7 @@ def train_images(config: dict[str, Any]) -> int:
 
 def passes_per_image(config: dict[str, Any]) -> float:
     """Forward-backward passes per training image per epoch: 1, plus the attack's on attacked images."""
-    attack = {"pgd": config["train_steps"], "fgsm": 1}.get(config["train_attack"], 0)
+    attack = {TrainAttack.PGD: config["train_steps"], TrainAttack.FGSM: 1}.get(config["train_attack"], 0)
     return 1 + config["adv_fraction"] * attack
 
 

@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
-from bnsweep.core import folder
 from bnsweep.core.config import (
     KEY_GROUPS,
     KEYS,
@@ -31,7 +30,7 @@ from bnsweep.core.config import (
     parse_yaml,
     read_text,
 )
-from bnsweep.errors import ConfigError, DataError
+from bnsweep.errors import ConfigError
 from bnsweep.sweep.storage import LOCK_FILE, STATE_FILE, SWEEP_FILE
 
 SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
@@ -209,7 +208,6 @@ def _parse(doc: Any, path: str, overrides: dict[str, Any]) -> Sweep:
     for i, (stage, where) in enumerate(zip(stages, wheres)):
         _check_cells(stage, where)
         _check_stage_init(stage, where, stages[:i])
-    _check_folders(stages, path, "stages" in doc)
     return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
 
 
@@ -287,23 +285,6 @@ def _check_cells(stage: Stage, where: str) -> None:
         cells = itertools.chain(*groups, sample)
     for cell in cells:
         _config(cell, where, part, base)
-
-
-def _check_folders(stages: list[Stage], path: str, named: bool) -> None:
-    """Folder data sets exist, are laid out right and hold the subsets asked for; each source is
-    listed once (listing a .tar.gz decompresses it)."""
-    seen: dict[str, folder.Inventory] = {}
-    for stage in stages:
-        where = f"{path}: stage {stage.name!r}" if named else path
-        for cell in stage.combinations(("dataset", "data_dir", "n_train", "n_test")):
-            if cell["dataset"] == "folder":
-                source = cell["data_dir"]
-                if source not in seen:
-                    try:
-                        seen[source] = folder.inventory(source)
-                    except DataError as err:
-                        raise DataError(f"{where}: {err}") from None
-                folder.check_sizes(seen[source], source, cell["n_train"], cell["n_test"], where)
 
 
 def _config(values: Mapping[str, Any], where: str, part: str, base: TrialConfig | None = None) -> TrialConfig:
