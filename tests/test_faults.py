@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -254,11 +255,16 @@ def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small
     assert f"storage {root}" in str(failed.value) and "MiB free" in str(failed.value)
     df = results.load(root)
     assert len(df) == 2 and set(df["status"]) == {"error"}
-    for trial_dir in df["trial_dir"]:
-        history = rows(trial_dir)
-        assert history and [r["epoch"] for r in history] == list(range(1, len(history) + 1))
-    assert df["checkpoint"].notna().all()  # the last checkpoints are whole and loadable
     from bnsweep.core import checkpoints
 
-    for path in df["checkpoint"]:
-        assert checkpoints.load(path)["epoch"] >= 1
+    reported = 0
+    for trial_dir, checkpoint in zip(df["trial_dir"], df["checkpoint"]):
+        history = rows(trial_dir)
+        # A trial that starts late can find the disk already full before its first report: it has
+        # nothing to lose. Every other keeps each epoch it reported, and its last checkpoint is whole.
+        assert [r["epoch"] for r in history] == list(range(1, len(history) + 1))
+        assert pd.isna(checkpoint) == (not history)
+        if history:
+            reported += 1
+            assert checkpoints.load(checkpoint)["epoch"] == len(history)
+    assert reported >= 1
