@@ -77,6 +77,40 @@ def test_two_stage_sweep_starts_each_trial_from_the_matching_checkpoint(two_stag
     assert (random_init["init_checkpoint"] == "").all()
 
 
+def test_a_stage_matched_on_more_keys_than_its_source_stage_finds_its_checkpoints(tmp_path, ray_local):
+    """A chain of three stages: `ft` starts from `adv` matched on trainable too, which `adv` itself (matched
+    on the default keys against `pre`) does not list: each ft trial takes the adv trial of its trainable."""
+    trial = {**TINY_TRIAL, "epochs": 1}
+    doc = {"name": "chain", "trial": trial,
+           "stages": [{"name": "pre", "trial": {"train_attack": "none"}},
+                      {"name": "adv", "trial": {"init": {"from_stage": "pre"}}, "grid": {"trainable": ["bn", "fc"]}},
+                      {"name": "ft", "trial": {"init": {"from_stage": "adv"}}, "grid": {"trainable": ["bn", "fc"]},
+                       "match": ["dataset", "model", "seed", "trainable"]}]}
+    root = run(write_sweep(tmp_path / "chain.yaml", doc), tmp_path / "results")
+    df = results.load(root)
+    assert len(df) == 5 and set(df["status"]) == {"terminated"}
+    adv = df[df.stage == "adv"].set_index("trainable")
+    ft = df[df.stage == "ft"].set_index("trainable")
+    assert (adv["init_checkpoint"] == df[df.stage == "pre"]["checkpoint"].iloc[0]).all()
+    for trainable in ("bn", "fc"):
+        assert ft.loc[trainable, "init_checkpoint"] == adv.loc[trainable, "checkpoint"]
+
+
+def test_state_files_of_earlier_versions_still_find_their_checkpoints(tmp_path):
+    """Their keys lack the match list: a stage keyed its checkpoints on its own `match:` keys."""
+    doc = {"name": "old", "trial": TINY_TRIAL,
+           "stages": [{"name": "pre", "trial": {"train_attack": "none"}},
+                      {"name": "adv", "trial": {"init": {"from_stage": "pre"}}}]}
+    sweep = load_sweep(str(write_sweep(tmp_path / "old.yaml", doc)))
+    pre, adv = sweep.stages
+    legacy = {json.dumps(["from_stage:pre", "planted", "resnet8", 0]): "/x/checkpoint_000001"}
+    lookup = driver.finished_checkpoints({"finished": True, "checkpoints": legacy}, pre)
+    found = driver.param_space(adv, lookup)["init_checkpoint"]
+    assert found == "/x/checkpoint_000001"
+    current = driver.finished_checkpoints({"finished": True, "checkpoints": lookup}, pre)
+    assert current == lookup  # keys written now are read as they are
+
+
 def test_gpu_request_without_gpu_runs_on_cpu(two_stage):
     df = results.load(two_stage)
     assert (df["status"] == "terminated").all()  # nothing left pending for want of a GPU

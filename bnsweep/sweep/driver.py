@@ -22,7 +22,7 @@ import yaml
 
 from bnsweep.core.config import STAGE_INIT_PREFIX, parse_yaml
 from bnsweep.errors import ConfigError, DataError
-from bnsweep.sweep.spec import Stage, Sweep, match_key, parse_sweep
+from bnsweep.sweep.spec import Stage, Sweep, checkpoint_key, consumer_matches, parse_sweep
 from bnsweep.sweep.storage import (
     OVERRIDES_FILE,
     STATE_FILE,
@@ -105,7 +105,8 @@ class _StageCheckpoint:
     def __call__(self, config: dict[str, Any]) -> str:
         if not str(config["init"]).startswith(STAGE_INIT_PREFIX):
             return ""
-        return self.lookup.get(json.dumps([config["init"], *match_key(config, self.match)]), "")
+        source = config["init"][len(STAGE_INIT_PREFIX):]
+        return self.lookup.get(checkpoint_key(source, self.match, config), "")
 
 
 def param_space(stage: Stage, lookup: dict[str, str]) -> dict[str, Any]:
@@ -204,13 +205,26 @@ def unfinished_trials(stage_path: str) -> list[str]:
     return [spec["trial_id"] for spec in specs if spec.get("status") not in ("TERMINATED", "ERROR")]
 
 
-def stage_checkpoints(stage: Stage, results, root: str) -> dict[str, str]:
-    """Newest checkpoint of every finished trial, keyed for later stages' `from_stage` lookups."""
+def stage_checkpoints(stage: Stage, results, root: str, matches: set[tuple[str, ...]]) -> dict[str, str]:
+    """Newest checkpoint of every finished trial, keyed for the `from_stage` lookups of the later
+    stages, each on its own `match:` keys (`matches`)."""
     out = {}
     for result in results:
         if result.error is None and result.checkpoint is not None and not result.metrics.get("diverged"):
-            key = json.dumps([STAGE_INIT_PREFIX + stage.name, *match_key(result.config, stage.match)])
-            out[key] = _checkpoint_uri(result.checkpoint, root)
+            for match in matches:
+                out[checkpoint_key(stage.name, match, result.config)] = _checkpoint_uri(result.checkpoint, root)
+    return out
+
+
+def finished_checkpoints(done: dict[str, Any], stage: Stage) -> dict[str, str]:
+    """A finished stage's lookups from the state file. Before its keys held a `match:` list (bnsweep
+    0.1.0 until 2026-11-26), a stage keyed them on its own `match:` keys: read those as such."""
+    out = {}
+    for key, uri in done["checkpoints"].items():
+        init, *values = json.loads(key)
+        if not (values and isinstance(values[0], list)):
+            key = json.dumps([init, list(stage.match), *values])
+        out[key] = uri
     return out
 
 
@@ -244,7 +258,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
         for stage in sweep.stages:
             done = state["stages"].get(stage.name)
             if done and done.get("finished"):
-                lookup.update(done["checkpoints"])
+                lookup.update(finished_checkpoints(done, stage))
                 continue
             results = run_stage(stage, root, lookup, trainable)
             grids.append(results)
@@ -257,7 +271,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
             if unfinished:
                 raise SweepInterrupted(f"stage {stage.name!r}: {len(unfinished)} of {len(results)} trial(s) "
                                        f"stopped before their last epoch; continue with: bnsweep resume {root}")
-            found = stage_checkpoints(stage, results, root)
+            found = stage_checkpoints(stage, results, root, consumer_matches(sweep, stage.name))
             lookup.update(found)
             state["stages"][stage.name] = {"finished": True, "trials": len(results), "checkpoints": found}
             write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import random
@@ -476,3 +477,14 @@ def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:
 def match_key(config: Mapping[str, Any], match: tuple[str, ...]) -> tuple:
     """The values a later stage's trial is matched on, hashable (lists become tuples)."""
     return tuple(tuple(config[k]) if isinstance(config[k], list) else config[k] for k in match)
+
+
+def checkpoint_key(source: str, match: tuple[str, ...], config: Mapping[str, Any]) -> str:
+    """How a `from_stage: source` trial matched on `match` finds the checkpoint of the trial of stage
+    `source` with `config`: the same string from both sides (it keys the state file's lookups)."""
+    return json.dumps([STAGE_INIT_PREFIX + source, list(match), *match_key(config, match)])
+
+
+def consumer_matches(sweep: Sweep, source: str) -> set[tuple[str, ...]]:
+    """The `match:` lists of the stages that start from stage `source`."""
+    return {stage.match for stage in sweep.stages if STAGE_INIT_PREFIX + source in stage.values("init")}
