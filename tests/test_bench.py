@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from bnsweep import code_version
@@ -57,6 +58,18 @@ def test_quick_benchmark_runs_one_part(capsys):
                        "--steps", "1"])
     assert list(rows) == ["efficiency"] and len(rows["efficiency"]) == 1
     assert "== peers" not in capsys.readouterr().out
+
+
+def test_bench_takes_trainable_expressions_and_refuses_bad_ones_up_front(capsys):
+    rows = bench_main(["--quick", "--part", "efficiency", "--trainable", "bn@stage3", "all-stem"])
+    assert [r["trainable"] for r in rows["efficiency"]] == ["bn@stage3"] * 2 + ["all-stem"] * 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        bench_main(["--quick", "--part", "efficiency", "--trainable", "bn", "bn@stage9"])
+    assert stopped.value.code == 2
+    out = capsys.readouterr()
+    assert "bench |" not in out.out  # stopped before the header, so before any part ran
+    assert out.err.count("\n") == 1 and "'bn@stage9' is not allowed" in out.err
 
 
 def test_throughput_table_runs_on_cpu():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import sys
 from typing import Callable, Sequence
 
 import torch
@@ -13,6 +14,9 @@ from bnsweep import code_version
 from bnsweep.bench import data, evaluation, loading, scale, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
+from bnsweep.core.choices import Precision
+from bnsweep.core.config import make_config
+from bnsweep.errors import ConfigError
 
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
@@ -30,10 +34,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="resnet20")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="efficiency/peers/eval trials")
+    p.add_argument("--precision", choices=Precision.values(), default=Precision.FP32.value,
+                   help="efficiency/peers/eval trials")
     p.add_argument("--compile", action="store_true", help="efficiency/peers/eval trials use torch.compile")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 3, 7, 10], help="PGD steps k (efficiency)")
-    p.add_argument("--trainable", nargs="+", default=["all", "bn", "fc"], choices=["all", "bn", "bn+fc", "fc"])
+    p.add_argument("--trainable", nargs="+", default=["all", "bn", "fc"],
+                   help="trainable expressions of the efficiency and peers parts, e.g. bn bn@stage3 all-stem")
     p.add_argument("--peer-steps", type=int, default=7, help="PGD steps k of the peer comparison")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (the median is shown)")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per variant first")
@@ -54,7 +60,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="tiny defaults: checks that every part runs (tests)")
     if p.parse_known_args(argv)[0].quick:
         p.set_defaults(**QUICK)  # flags given explicitly still win
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:  # before any part runs: each expression against the benchmarked model
+        for trainable in args.trainable:
+            make_config({"model": args.model, "width": args.width, "trainable": trainable})
+    except ConfigError as err:
+        print(f"{p.prog}: error: --trainable: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
