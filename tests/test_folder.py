@@ -201,6 +201,22 @@ def test_bad_folder_stops_train_and_sweeps_before_anything_starts(tmp_path, caps
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_directory_is_listed_once_however_many_cells_validate_it(tmp_path, monkeypatch):
+    make_tree(tmp_path / "tree")
+    real_listed, listed = folder._listed, []
+
+    def counting(source):
+        listed.append(source)
+        return real_listed(source)
+
+    monkeypatch.setattr(folder, "_listed", counting)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"trial: {{dataset: folder, data_dir: {tmp_path / 'tree'}, model: resnet8}}\n"
+                     "grid: {seed: [0, 1, 2, 3], lr: [0.1, 0.2]}\n")
+    assert main(["validate", str(sweep)]) == 0
+    assert listed == [str(tmp_path / "tree")]
+
+
 def test_corrupt_image_in_train_is_one_line(tmp_path, capsys):
     make_tree(tmp_path / "tree")
     (tmp_path / "tree" / "train" / "cat" / "003.JPG").write_bytes(b"garbage")

@@ -147,9 +147,16 @@ def inventory(source: str) -> Inventory:
     """Classes and images per class, without decoding."""
     _check_exists(source)
     if os.path.isdir(source):
-        return _listed(source)
+        return _directory_inventory(source)
     st = os.stat(source)
     return _archive_inventory(source, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _directory_inventory(source: str) -> Inventory:
+    """Listed once per process (60,000 files take about 0.4 s), as validation asks once per grid
+    cell; loading checks the subset sizes again against what it decoded."""
+    return _listed(source)
 
 
 @functools.lru_cache(maxsize=8)
