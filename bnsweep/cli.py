@@ -138,7 +138,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out = robust_accuracy(trial.model, x, y, attack=args.attack, eps_255=cfg.eval_eps_255, steps=cfg.eval_steps,
                           step_255=0, restarts=cfg.eval_restarts, seed=cfg.seed)
     print(f"{args.checkpoint}: {cfg.model} on {cfg.dataset}, trainable={cfg.trainable}, n={len(y)}, "
-          f"attack={args.attack}" + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == FinalAttack.PGD else ""))
+          f"attack={args.attack}"
+          + (f" (steps {args.steps}, restarts {args.restarts})" if args.attack == FinalAttack.PGD else ""))
     print(f"{'eps_255':>8}  {'clean_acc':>9}  {'robust_acc':>10}")
     for eps in sorted(cfg.eval_eps_255):
         print(f"{eps:>8g}  {out['clean_acc']:>9.4f}  {out[eps_metric(eps)]:>10.4f}")

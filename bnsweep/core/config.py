@@ -2,8 +2,8 @@
 
 A trial's config is the unit Ray Tune varies, TensorBoard's hparams view shows and results tables
 group by, so it holds only primitives (plus one tuple of radii); a key with fixed choices holds the
-value of its enum in `choices`. Every invalid value is refused with
-one line naming the key, the value and what is allowed, before any data is loaded or Ray starts.
+value of its enum in `choices`. Every invalid value is refused with one line naming the key, the
+value and what is allowed, before any data is loaded or Ray starts.
 """
 
 from __future__ import annotations

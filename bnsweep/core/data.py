@@ -1,11 +1,11 @@
 """Data sets as uint8 tensors on the training device, with batching and augmentation done there.
 
-Five data sets (``choices.DatasetName``): CIFAR-10 and CIFAR-100 through torchvision (downloaded once under a
-file lock, because many Ray trials may start at once), ``folder`` (any image-folder data set of PNG or
-JPEG files, decoded once and cached, see ``bnsweep.core.folder``), ``digits`` (scikit-learn's bundled
-8x8 digits, upscaled to 32x32: real data, offline) and ``planted`` (synthetic CIFAR-shaped data with
-planted robust and fragile features, see ``make_planted``), so the fragile-versus-robust question can
-be studied offline on a CPU in minutes.
+Five data sets (``choices.DatasetName``): CIFAR-10 and CIFAR-100 through torchvision (downloaded
+once under a file lock, because many Ray trials may start at once), ``folder`` (any image-folder data
+set of PNG or JPEG files, decoded once and cached, see ``bnsweep.core.folder``), ``digits``
+(scikit-learn's bundled 8x8 digits, upscaled to 32x32: real data, offline) and ``planted`` (synthetic
+CIFAR-shaped data with planted robust and fragile features, see ``make_planted``), so the
+fragile-versus-robust question can be studied offline on a CPU in minutes.
 
 Following airbench, the whole split lives on the device as uint8 (N, 3, 32, 32); ``batches`` shuffles,
 flips and crops there without DataLoader workers, which matters when Tune trials share a GPU and CPUs.

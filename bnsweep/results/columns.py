@@ -25,7 +25,7 @@ EPS_COLUMN = re.compile(r"^robust_acc_eps(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 # trial never ran PGD, FGSM takes one step, AutoAttack has its own steps and restarts.
 NOT_APPLICABLE = {
     "train_attack": {TrainAttack.NONE: ("train_eps_255", "train_steps", "train_step_255", "attack_bn_mode",
-                              "adv_fraction"),
+                                        "adv_fraction"),
                      TrainAttack.FGSM: ("train_steps",)},
     "final_attack": {FinalAttack.NONE: ("final_steps", "final_restarts"),
                      FinalAttack.AUTOATTACK: ("final_steps", "final_restarts")},
