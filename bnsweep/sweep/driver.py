@@ -105,8 +105,7 @@ class _StageCheckpoint:
     def __call__(self, config: dict[str, Any]) -> str:
         if not str(config["init"]).startswith(STAGE_INIT_PREFIX):
             return ""
-        source = config["init"][len(STAGE_INIT_PREFIX):]
-        return self.lookup.get(checkpoint_key(source, self.match, config), "")
+        return self.lookup.get(checkpoint_key(config["init"], self.match, config), "")
 
 
 def param_space(stage: Stage, lookup: dict[str, str]) -> dict[str, Any]:
@@ -212,7 +211,8 @@ def stage_checkpoints(stage: Stage, results, root: str, matches: set[tuple[str, 
     for result in results:
         if result.error is None and result.checkpoint is not None and not result.metrics.get("diverged"):
             for match in matches:
-                out[checkpoint_key(stage.name, match, result.config)] = _checkpoint_uri(result.checkpoint, root)
+                key = checkpoint_key(STAGE_INIT_PREFIX + stage.name, match, result.config)
+                out[key] = _checkpoint_uri(result.checkpoint, root)
     return out
 
 

@@ -479,10 +479,10 @@ def match_key(config: Mapping[str, Any], match: tuple[str, ...]) -> tuple:
     return tuple(tuple(config[k]) if isinstance(config[k], list) else config[k] for k in match)
 
 
-def checkpoint_key(source: str, match: tuple[str, ...], config: Mapping[str, Any]) -> str:
-    """How a `from_stage: source` trial matched on `match` finds the checkpoint of the trial of stage
-    `source` with `config`: the same string from both sides (it keys the state file's lookups)."""
-    return json.dumps([STAGE_INIT_PREFIX + source, list(match), *match_key(config, match)])
+def checkpoint_key(init: str, match: tuple[str, ...], config: Mapping[str, Any]) -> str:
+    """How a trial with `init` "from_stage:NAME", matched on `match`, finds the checkpoint of the trial
+    of stage NAME with `config`: the same string from both sides (it keys the state file's lookups)."""
+    return json.dumps([init, list(match), *match_key(config, match)])
 
 
 def consumer_matches(sweep: Sweep, source: str) -> set[tuple[str, ...]]:
