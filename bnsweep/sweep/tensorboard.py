@@ -7,17 +7,20 @@ its stage varies (`seed` last); a stage whose names could repeat (sampled keys, 
 values that print alike) adds the trial id to each.
 
 HPARAMS: TensorBoard's hparams plugin takes the experiment (which keys and metrics to show) from the
-first run it finds holding an experiment summary, and otherwise builds one from the keys every
-session shares (a sweep's stages vary different keys, so the study's keys vanished). So every run
-holds the same experiment summary, computed from the parsed sweep before Ray starts: whichever run
-TensorBoard picks, under the sweep's directory, a stage's or a single run's, the view is the whole
-sweep's. Its hyperparameters are `stage` and every key any stage varies, with the values they take in
-all stages (`init` as the comparison table labels it); its metrics come in the study's order: final
-robust accuracy, robust accuracy by radius, clean accuracy, then training (TensorBoard shows the
-first five by default).
+first run it finds holding an experiment summary (`backend_context.Context._find_experiment_tag`).
+Ray's logger wrote one into each trial's directory, with the keys of that trial's stage only, so the
+sweep's view showed whichever came first (the pre-training stage's: `seed` alone). Here every run
+holds the same summary, the whole sweep's, computed from the parsed sweep before Ray Tune starts the
+stage: whichever run TensorBoard picks, under the sweep's directory, a stage's or a single run's,
+the view is the same, and complete from the first trial on. Its hyperparameters are `stage` and
+every key any stage varies, with the values they take in all stages (`init` as the comparison table
+labels it); its metrics come in the study's order: final robust accuracy, robust accuracy by
+radius, clean accuracy, then training (TensorBoard ticks the first five).
 
-Scalars: the metrics a trial reports each epoch, tagged by meaning (TAGS), the epoch as the step.
-Bookkeeping (epoch, n_params, strings, Ray's own keys) is not written.
+Scalars: the metrics a trial reports each epoch, tagged by meaning (TAGS, `tag`), the epoch as the
+step. Bookkeeping (epoch, n_params, strings, Ray's own keys) is not written. A session (run) ends as
+a success when its trial ended, a failure when it diverged; an error leaves it open, since
+`bnsweep resume` retries the trial and TensorBoard keeps the first status a run records.
 
 Why a subclass of Ray's TBXLoggerCallback: Ray Tune adds its own TensorBoard logger to every
 experiment unless one is passed (writing each number as `ray/tune/<metric>` into the trial
@@ -246,8 +249,7 @@ class SweepBoard(TBXLoggerCallback):
     """Ray Tune logger callback writing one stage's TensorBoard runs (see the module's docstring)."""
 
     def __init__(self, sweep: Sweep, stage: str):  # Ray's TBX logger's own state is never used
-        found = [s for s in sweep.stages if s.name == stage]
-        self.names = RunNames(found[0])
+        self.names = RunNames(next(s for s in sweep.stages if s.name == stage))
         self.keys = hparam_keys(sweep)
         self.experiment = experiment_summary(sweep)
         self._writers: dict[Any, _Run] = {}
@@ -292,7 +294,7 @@ class _Run:
     def __init__(self, path: str, experiment: summary_pb2.Summary, hparams: dict[str, Any], radius: float):
         self.writer = EventFileWriter(path, filename_suffix=".bnsweep")
         self.radius = radius
-        self.restarted_at: int | None = None
+        self.stepped = False  # a step written yet
         self.diverged = False
         start = plugin_data_pb2.SessionStartInfo(group_name=os.path.basename(path), start_time_secs=time.time())
         for key, value in hparams.items():
@@ -311,8 +313,8 @@ class _Run:
 
     def write(self, result: dict[str, Any]) -> None:
         step = int(result.get("epoch") or result["training_iteration"])
-        if self.restarted_at is None:  # TensorBoard drops older points from here on (a resumed run)
-            self.restarted_at = step
+        if not self.stepped:  # a resumed trial starts over here: TensorBoard drops older points from this step on
+            self.stepped = True
             self._add(step, session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START))
         self.diverged = bool(result.get("diverged"))
         values = {}
