@@ -1,7 +1,8 @@
 """Experiment directories for the results and analysis tests.
 
-`ray_sweep` runs a real (tiny) Ray Tune sweep once per test session; `mixed_sweep` writes, without
-Ray, a two-stage sweep whose trials ended every way a trial can end.
+`ray_sweep` runs a real (tiny) Ray Tune sweep once per test session; `two_stage_sweep` a real tiny
+bnsweep sweep of two stages; `mixed_sweep` writes, without Ray, a two-stage sweep whose trials ended
+every way a trial can end.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from bnsweep.testing import (
 
 EPOCHS = 3
 EVAL_EPS = [2, 4, 8]
+# Trial keys of a sweep's real trials that train in about a second each.
+TINY_TRIAL = dict(dataset="planted", n_train=96, n_test=48, model="resnet8", width=0.25, batch_size=48,
+                  epochs=2, eval_n=24, eval_steps=2, eval_eps_255=[8], final_steps=2, train_steps=1,
+                  train_step_255=8, device="cpu")
 
 
 def tiny_trainable(config: dict) -> None:
@@ -74,6 +79,28 @@ def ray_sweep(base: Path) -> Path:
             ray.shutdown()
     (sweep_dir / "sweep.yaml").write_text("metric: robust_acc\nmode: max\n")
     return sweep_dir
+
+
+def two_stage_sweep(base: Path) -> str:
+    """The study in miniature, run by bnsweep on the local Ray: pre-training (seeds 0, 1), then
+    adversarial training of `trainable` bn or fc from its checkpoints or from random weights (gpu
+    asked for, so run on the CPU with a warning): 10 trials of 2 epochs. Returns the sweep directory."""
+    import yaml
+
+    from bnsweep.sweep.driver import execute
+    from bnsweep.sweep.spec import load_sweep
+    from bnsweep.sweep.storage import sweep_dir
+
+    doc = {"name": "two", "trial": TINY_TRIAL, "grid": {"seed": [0, 1]}, "resources": {"cpu": 1, "gpu": 0.5},
+           "stages": [{"name": "pre", "trial": {"train_attack": "none"}},
+                      {"name": "adv", "grid": {"trainable": ["bn", "fc"],
+                                               "init": [{"from_stage": "pre"}, "random"]}}]}
+    path = base / "two.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))  # keys in the order written: run names follow it
+    sweep = load_sweep(str(path))
+    root = sweep_dir(str(base / "results"), sweep.name)
+    execute(sweep, root, resume=False)
+    return root
 
 
 def _rows(rng: random.Random, epochs: int = EPOCHS, final: bool = True) -> list[dict]:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _experiments import mixed_sweep, ray_sweep
+from _experiments import mixed_sweep, ray_sweep, two_stage_sweep
 
 from bnsweep.core.config import make_config
 
@@ -43,6 +43,13 @@ def ray_local():
 def ray_dir(tmp_path_factory) -> Path:
     """A real Ray Tune experiment of a tiny stand-in trainable (4 trials, one failing)."""
     return ray_sweep(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def two_stage(tmp_path_factory, ray_local) -> str:
+    """A real two-stage bnsweep sweep (`_experiments.two_stage_sweep`), shared by the sweep and
+    TensorBoard tests."""
+    return two_stage_sweep(tmp_path_factory.mktemp("two_stage"))
 
 
 @pytest.fixture(scope="session")

@@ -227,7 +227,7 @@ def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypat
 
     ran = []
     monkeypatch.setattr(driver, "connect", lambda address: None)
-    monkeypatch.setattr(driver, "run_stage", lambda stage, root, lookup, trainable: ran.append(stage) or [])
+    monkeypatch.setattr(driver, "run_stage", lambda sweep, stage, root, lookup, trainable: ran.append(stage) or [])
     monkeypatch.setattr("bnsweep.cli._summary", lambda root, stage: "")
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text("name: s\ntrial: {dataset: planted, model: resnet8, epochs: 3}\n"

@@ -126,7 +126,7 @@ def param_space(stage: Stage, lookup: dict[str, str]) -> dict[str, Any]:
     return space
 
 
-def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable):
+def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable, callbacks: list):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -152,7 +152,7 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable)
         tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode, num_samples=stage.num_samples,
                                     search_alg=search_alg, scheduler=scheduler, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=stage.name, storage_path=root, verbose=1,
+            name=stage.name, storage_path=root, verbose=1, callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=stage.checkpoints_to_keep),
             failure_config=tune.FailureConfig(max_failures=stage.max_failures)),
     )
@@ -170,9 +170,12 @@ def _checkpoint_uri(checkpoint, root: str) -> str:
     return f"{root.split('://', 1)[0]}://{checkpoint.path}"
 
 
-def run_stage(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable = run_trial):
-    """Run (or restore and finish) one stage; return its ResultGrid."""
+def run_stage(sweep: Sweep, stage: Stage, root: str, lookup: dict[str, str], trainable: Callable = run_trial):
+    """Run (or restore and finish) one stage of `sweep`; return its ResultGrid. A restored stage
+    keeps the callbacks it started with (TensorBoard's, see sweep/tensorboard.py)."""
     from ray import tune
+
+    from bnsweep.sweep.tensorboard import SweepBoard
 
     path = f"{root}/{stage.name}"
     if tune.Tuner.can_restore(path):
@@ -181,7 +184,7 @@ def run_stage(stage: Stage, root: str, lookup: dict[str, str], trainable: Callab
                                    resume_unfinished=True, resume_errored=True)
     else:
         print(f"bnsweep: stage {stage.name!r}: {stage.num_trials} trial(s) -> {path}", file=sys.stderr)
-        tuner = _tuner(stage, root, lookup, trainable)
+        tuner = _tuner(stage, root, lookup, trainable, [SweepBoard(sweep, stage.name)])
     return tuner.fit()
 
 
@@ -260,7 +263,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
             if done and done.get("finished"):
                 lookup.update(finished_checkpoints(done, stage))
                 continue
-            results = run_stage(stage, root, lookup, trainable)
+            results = run_stage(sweep, stage, root, lookup, trainable)
             grids.append(results)
             failed = [r for r in results if r.error is not None]
             if failed:
