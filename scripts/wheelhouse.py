@@ -27,6 +27,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,13 @@ def reached(report: dict, roots: list[Requirement], leave: set[str]) -> tuple[di
 def build(wheelhouse: str, python: str, glibc: str | None, exclude: set[str], have: set[str],
           slim: bool, lzma: bool) -> dict[str, str]:
     os.makedirs(wheelhouse, exist_ok=True)
-    pip(python, "wheel", "--quiet", "--no-deps", "-w", wheelhouse, ROOT)
+    with tempfile.TemporaryDirectory() as tmp:  # a copy: building leaves build/ and *.egg-info behind
+        source = os.path.join(tmp, "bnsweep")
+        shutil.copytree(os.path.join(ROOT, "bnsweep"), os.path.join(source, "bnsweep"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(os.path.join(ROOT, name), source)
+        pip(python, "wheel", "--quiet", "--no-deps", "-w", wheelhouse, source)
     own = max(glob.glob(os.path.join(wheelhouse, "bnsweep-*.whl")), key=os.path.getmtime)
     import tomllib  # Python 3.11+
 
