@@ -106,11 +106,11 @@ def test_quarter_gpus_pack_four_trials_per_gpu_each_on_its_own_device(tmp_path, 
 
 
 def test_max_concurrent_caps_trials_below_what_the_gpus_hold(tmp_path, gpu_ray):
-    """max_concurrent 3 with room for 8: 3 at once (the smaller of the two limits wins)."""
-    records, df, _ = run_marked(tmp_path, gpu_ray, expected=3, grid={"seed": list(range(5))},
-                                resources={"cpu": 0.5, "gpu": 0.25}, max_concurrent=3)
-    assert len(records) == 5 and set(df["status"]) == {"terminated"}
-    assert most_at_once(records) == 3
+    """max_concurrent 2 with room for 8: 2 at once (the smaller of the two limits wins)."""
+    records, df, _ = run_marked(tmp_path, gpu_ray, expected=2, grid={"seed": list(range(4))},
+                                resources={"cpu": 0.5, "gpu": 0.25}, max_concurrent=2)
+    assert len(records) == 4 and set(df["status"]) == {"terminated"}
+    assert most_at_once(records) == 2
 
 
 def test_more_gpus_per_trial_than_a_node_has_is_refused_before_any_trial(tmp_path, gpu_ray):

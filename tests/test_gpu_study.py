@@ -37,7 +37,7 @@ def tiny_cifar(path: Path, train: int = 4, test: int = 2) -> Path:
     return path
 
 
-@pytest.mark.slow  # about 330 s of CPU time (2026-12-03): 36 trials, a benchmark, two reports
+@pytest.mark.slow  # 170 s of CPU time (2026-12-03): 36 trials, the packing benchmark, two reports
 def test_gpu_study_smoke_test_runs_every_phase(tmp_path):
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_study.py"), "--out", str(out), "--data",

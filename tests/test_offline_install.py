@@ -132,6 +132,13 @@ def test_offline_install_from_the_wheelhouse_runs_a_sweep(built, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     df = results.load(str(tmp_path / "r" / "tiny"))
     assert list(df["status"]) == ["terminated"] and df["device_used"].iloc[0] == "cpu"
+    # a checkout installs offline too (scripts/gpu_study.py does so): setuptools comes from the wheelhouse
+    editable = subprocess.run([python, "-m", "pip", "install", "--isolated", "--no-index", "--find-links", str(built),
+                               "-e", str(ROOT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert editable.returncode == 0, editable.stdout[-2000:] + editable.stderr[-2000:]
+    where = subprocess.run([python, "-c", "import bnsweep; print(bnsweep.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert where == str(ROOT / "bnsweep" / "__init__.py")
 
 
 def test_platform_tags_and_package_lists(tmp_path):
