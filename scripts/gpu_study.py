@@ -13,8 +13,9 @@ ones their time, never the files already written), all through `bnsweep run` on 
 while `nvidia-smi` samples the GPU's busy share (utilization.gpu: the share of each 500 ms in which
 a kernel ran) and memory. Then `bnsweep report` for each experiment; per phase and per stage the
 busy share, and per stage the trials at once and a trial's training images/s; and everything packed
-into DIR, at most 8 files (what a device call brings back): summary.json (read this first), log.txt, gpu-util.csv, bench-packing.txt,
-experiments.tar.gz (experiment directories without checkpoints, and the reports).
+into DIR, at most 8 files (what a device call brings back): summary.json (read this first), log.txt,
+gpu-util.csv, bench-packing.txt, experiments.tar.gz (experiment directories without checkpoints, and
+the reports).
 `--smoke-test` runs every phase at toy sizes on whatever device there is (tests/test_gpu_study.py).
 """
 
@@ -35,6 +36,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = ROOT / "sweeps" / "cifar10-gpu-short.yaml"
@@ -177,7 +179,7 @@ def stage_summary(root: Path, samples) -> list[dict]:
 
     from bnsweep import results
 
-    out = []
+    out: list[dict] = []
     if not root.exists():
         return out
     df, hist = results.load(str(root)), results.history(str(root))
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             study.run(f"report {name}", cli("report", str(study.results / name), "-o",
                                                 str(study.work / f"report-{name}")), study.limit("report"))
     samples = gpu_samples(study)
-    summary = {
+    summary: dict[str, Any] = {
         "when": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "bnsweep": bnsweep.code_version(),
         "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

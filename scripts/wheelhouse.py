@@ -38,9 +38,9 @@ try:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 except ImportError:  # pip vendors it
-    from pip._vendor.packaging.markers import default_environment  # type: ignore[no-redef]
-    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
-    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef]
+    from pip._vendor.packaging.markers import default_environment  # type: ignore[no-redef,assignment]
+    from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef,assignment]
+    from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[no-redef,assignment]
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -77,7 +77,7 @@ def requirements(wheel: str) -> list[Requirement]:
 def reached(report: dict, roots: list[Requirement], leave: set[str]) -> tuple[dict[str, str], set[str]]:
     """Walk the resolved packages' dependencies from `roots`, stopping at names in `leave`; return
     {name: version} reached and the names in `leave` that were needed (the target must have them)."""
-    found = {canonicalize_name(i["metadata"]["name"]): i["metadata"] for i in report["install"]}
+    found: dict[str, dict] = {canonicalize_name(i["metadata"]["name"]): i["metadata"] for i in report["install"]}
     env = {**default_environment(), **report["environment"]}
     extras: dict[str, set[str]] = {}
     needed_from_target: set[str] = set()

@@ -82,8 +82,9 @@ def image_venv(tmp: Path) -> Path:
             lines = (link / "METADATA").read_text().splitlines(keepends=True)
             (link / "METADATA").write_text("".join(
                 line for line in lines
-                if not line.startswith("Requires-Dist:") or installed(Requirement(line.split(":", 1)[1].strip()).name)))
-    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                if not line.startswith("Requires-Dist:") or installed(Requirement(line[14:].strip()).name)))
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import sysconfig; print(sysconfig.get_path('purelib'))"],
                              check=True, capture_output=True, text=True).stdout.strip()
     Path(purelib, "image.pth").write_text(f"{image}\n")
     return venv
@@ -143,7 +144,8 @@ def test_offline_install_from_the_wheelhouse_runs_a_sweep(built, tmp_path):
 
 def test_platform_tags_and_package_lists(tmp_path):
     tags = wheelhouse.platforms("2.28", "x86_64")
-    assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags and "manylinux_2_29_x86_64" not in tags
+    assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags
+    assert "manylinux_2_29_x86_64" not in tags
     assert {"manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"} <= set(tags)
     assert "manylinux2014_aarch64" not in wheelhouse.platforms("2.12", "aarch64")
     listing = tmp_path / "freeze.txt"
