@@ -6,7 +6,7 @@ pack trials onto GPUs without looking at Ray's scheduler.
 
 Each trial (the real `run_trial`) first holds until EXPECTED trials run at once, or until every trial
 not yet ended runs (so trials that can run together surely overlap; a trial that could run beside
-them but is held back by Ray shows as a timeout in the test), then trains, then writes one JSON line
+them but is held back by Ray shows as a timeout in the test), then trains, then writes a JSON file
 to MARKS/done/: trial id, start and end time, CUDA_VISIBLE_DEVICES and Ray's GPU ids. This file is
 run as a script, so the wrapper is pickled by value and the cluster's workers need only bnsweep.
 """
