@@ -272,9 +272,10 @@ def test_sanity_ignores_unfinished_and_no_final_attack():
 def test_report_on_mixed_sweep(mixed_dir, tmp_path):
     path = report.write_report(mixed_dir, tmp_path / "rep")
     text = path.read_text()
-    for heading in ("## Summary", "### Best trial per stage", "## Comparison", "## Figures",
+    for heading in ("## Summary", "### Best trial per stage", "### Devices", "## Comparison", "## Figures",
                     "## Failed trials", "## Sanity checks"):
         assert heading in text
+    assert "*Not reported by these trials.*" in text  # hand-made trials say nothing of their device
     counts = report.summary_table(results.load(mixed_dir)).set_index("stage")
     assert counts.loc["adv", ["trials", "terminated", "error", "diverged", "running", "pending"]].tolist() == [
         7, 2, 1, 1, 2, 1]

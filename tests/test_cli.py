@@ -229,6 +229,7 @@ def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypat
     monkeypatch.setattr(driver, "connect", lambda address: None)
     monkeypatch.setattr(driver, "run_stage", lambda sweep, stage, root, lookup, trainable: ran.append(stage) or [])
     monkeypatch.setattr("bnsweep.cli._summary", lambda root, stage: "")
+    monkeypatch.setattr(driver, "check_resources", lambda sweep, stages: None)  # no cluster to compare with
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text("name: s\ntrial: {dataset: planted, model: resnet8, epochs: 3}\n"
                           "stages:\n  - name: a\n  - name: b\n    trial: {epochs: 5}\n")

@@ -100,6 +100,7 @@ def test_state_files_of_earlier_versions_still_find_their_checkpoints(tmp_path):
 def test_gpu_request_without_gpu_runs_on_cpu(two_stage):
     df = results.load(two_stage)
     assert (df["status"] == "terminated").all()  # nothing left pending for want of a GPU
+    assert set(df["device_used"]) == {"cpu"} and set(df["cuda_visible_devices"]) == {"unset"}
 
 
 def test_rerunning_a_finished_sweep_refuses_and_resume_redoes_nothing(two_stage, capsys, monkeypatch):

@@ -89,3 +89,44 @@ def test_layerwise_sweeps_are_one_study_on_planted_and_on_cifar10():
     small, big = studies["layerwise.yaml"].stages[1], studies["cifar10-layerwise.yaml"].stages[1]
     assert small.base["dataset"] == "planted" and small.resources["gpu"] == 0 and small.base["device"] == "cpu"
     assert big.base["dataset"] == "cifar10" and big.resources["gpu"] > 0
+
+
+def test_gpu_short_sweep_is_the_study_at_full_size_with_its_projection(tmp_path):
+    from test_gpu_study import tiny_cifar
+
+    data = tiny_cifar(tmp_path / "cifar.tar.gz")  # a stand-in: n_train 0 takes whatever the split holds
+    short = load_sweep(str(ROOT / "sweeps" / "cifar10-gpu-short.yaml"), {"data_dir": str(data)})
+    pre, adv_bn, adv = short.stages
+    assert pre.base["train_attack"] == "none" and pre.base["epochs"] >= 20
+    for stage in short.stages:
+        assert stage.base["n_train"] == 0 and stage.base["dataset"] == "folder"  # all 50,000 images
+        assert stage.base["model"] == "resnet20" and stage.base["width"] >= 1
+        assert stage.resources["gpu"] == 0.25 and len(stage.grid["seed"]) >= 2
+    assert {adv_bn.base["trainable"], *adv.grid["trainable"]} == {"all", "bn", "bn+fc", "fc"}
+    for stage in (adv_bn, adv):
+        assert set(stage.grid["init"]) == {"from_stage:pretrain", "random"}
+        assert stage.base["train_attack"] == "pgd" and stage.base["train_eps_255"] == 8
+    assert adv_bn.base["final_attack"] == "autoattack" and adv.base["final_attack"] == "pgd"
+    header = (ROOT / "sweeps" / "cifar10-gpu-short.yaml").read_text().split("\nname:")[0]
+    assert "PROJECTION" in header and "in all" in header and "8,646" in header
+
+
+def test_gpu_short_sweep_runs_at_toy_size_on_cpu(tmp_path, ray_local):
+    """The file as shipped, with --set toy sizes (those of scripts/gpu_study.py --smoke-test)."""
+    from test_gpu_study import TOY, tiny_cifar
+
+    from bnsweep import results
+    from bnsweep.core.config import parse_overrides
+    from bnsweep.sweep.driver import execute
+    from bnsweep.sweep.storage import sweep_dir
+
+    data = tiny_cifar(tmp_path / "cifar.tar.gz")
+    short = load_sweep(str(ROOT / "sweeps" / "cifar10-gpu-short.yaml"),
+                       parse_overrides([*TOY, "device=cpu", f"data_dir={data}"]))
+    root = sweep_dir(str(tmp_path / "results"), short.name)
+    execute(short, root, resume=False)
+    df = results.load(root)
+    assert df.groupby("stage").size().to_dict() == {"pretrain": 2, "adv-bn": 4, "adv": 12}
+    assert set(df["status"]) == {"terminated"} and df["final_robust_acc"].notna().all()
+    adv = df[df["stage"] != "pretrain"]
+    assert (adv["init_checkpoint"] != "").sum() == 8  # the pre-trained half of each adversarial stage

@@ -36,12 +36,22 @@ def _packed_trial(config: dict[str, Any]) -> None:
     trial.train_epoch()  # warm-up: CUDA context, cuDNN autotuning
     if config["device"].startswith("cuda"):
         torch.cuda.synchronize()
+    _all_warm(config["ready"], config["i"], config["n"])
     start = time.time()
     for _ in range(config["epochs"]):
         trial.train_epoch()
     if config["device"].startswith("cuda"):
         torch.cuda.synchronize()
     tune.report({"images": config["epochs"] * len(trial.data.train_y), "start": start, "end": time.time()})
+
+
+def _all_warm(ready: str, i: int, n: int, timeout: float = 300) -> None:
+    """Wait until all `n` packed trials are warm, so that their timed epochs overlap: trials start
+    seconds apart (process, CUDA context), and a trial timed alone meanwhile would flatter packing."""
+    open(os.path.join(ready, str(i)), "w").close()
+    deadline = time.time() + timeout
+    while len(os.listdir(ready)) < n and time.time() < deadline:
+        time.sleep(0.05)
 
 
 def packing(b) -> list[Row]:
@@ -63,10 +73,12 @@ def packing(b) -> list[Row]:
     try:
         for n in counts:
             resources = {"cpu": 1, "gpu": 1 / n} if cuda else {"cpu": 1}
-            space = {"i": tune.grid_search(list(range(n))), "model": a.pack_model, "width": a.width,
-                     "steps": a.pack_steps, "batch_size": a.pack_batch_size, "batches": a.pack_batches,
-                     "epochs": a.pack_epochs, "device": device, "threads": 1}
             with tempfile.TemporaryDirectory() as storage:
+                ready = os.path.join(storage, "ready")
+                os.mkdir(ready)
+                space = {"i": tune.grid_search(list(range(n))), "n": n, "ready": ready, "model": a.pack_model,
+                         "width": a.width, "steps": a.pack_steps, "batch_size": a.pack_batch_size,
+                         "batches": a.pack_batches, "epochs": a.pack_epochs, "device": device, "threads": 1}
                 grid = tune.Tuner(tune.with_resources(_packed_trial, resources), param_space=space,
                                   run_config=tune.RunConfig(storage_path=storage, name="packing", verbose=0)).fit()
                 metrics = [r.metrics for r in grid]

@@ -132,6 +132,24 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     return out.loc[order].reset_index()
 
 
+DEVICE_COLUMNS = ("device_used", "cuda_visible_devices")  # reported by every trial of a sweep
+
+
+def devices_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Trials per stage and device they really trained on (`device_used`; `device: auto` falls back to
+    the CPU where torch sees no CUDA device) and the CUDA_VISIBLE_DEVICES Ray gave them."""
+    columns = [c for c in DEVICE_COLUMNS if c in df.columns]
+    if not columns:
+        return pd.DataFrame()
+    found = df[["stage", *columns]].fillna("-")  # a trial that never reported
+    return found.groupby(["stage", *columns], sort=False).size().rename("trials").reset_index()
+
+
+def devices_markdown(df: pd.DataFrame) -> str:
+    table = devices_table(df)
+    return results.markdown_table(table) if len(table) else "*Not reported by these trials.*\n"
+
+
 def best_trials(df: pd.DataFrame, objectives: dict[str, tuple[str, str]]) -> pd.DataFrame:
     """Best terminated trial (else best trial) per stage by the stage's metric and mode (a
     robust metric with the radius the best trial measured it at)."""
@@ -246,6 +264,7 @@ def write_report(paths: results.Paths, out: str | os.PathLike,
              *provenance_lines(experiments), "",
              "## Summary", "", results.markdown_table(summary_table(df)),
              "### Best trial per stage", "", results.markdown_table(best_trials(df, objectives)),
+             "### Devices", "", devices_markdown(df),
              "## Comparison", "",
              "Terminated trials grouped by setting; mean ± std over seeds (LaTeX: "
              "[table.tex](table.tex); every trial: [trials.csv](trials.csv)). Each robust column "

@@ -84,16 +84,35 @@ def check_address(address: str | None, key: str = "--address") -> None:
 
 
 def trial_resources(stage: Stage) -> dict[str, float]:
-    """Per-trial resources; GPU requests are dropped, with a warning, when the cluster has no GPU
-    (Ray would otherwise leave every trial pending forever)."""
+    """Per-trial resources as Ray gets them: a GPU request is dropped when the cluster has no GPU at
+    all, so that a GPU sweep still runs (on CPU) on a machine without one; `check_resources` warns."""
     import ray
 
     resources = dict(stage.resources)
     if resources["gpu"] and not ray.cluster_resources().get("GPU", 0):
-        print(f"bnsweep: warning: stage {stage.name!r} asks for gpu {resources['gpu']:g} per trial but the "
-              "Ray cluster has no GPU; running on CPU", file=sys.stderr)
         resources["gpu"] = 0
     return resources
+
+
+def check_resources(sweep: Sweep, stages: list[Stage]) -> None:
+    """Once connected, before anything is written: warn for each stage whose GPU request falls back
+    to CPU, and refuse a stage whose trial fits on no node of the cluster (Ray would leave such a
+    trial pending for ever, silently). Nodes are those alive now: on an autoscaling cluster, start
+    the nodes a trial needs first."""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for stage in stages:
+        where = f"{sweep.path}: stage {stage.name!r}"
+        need = trial_resources(stage)
+        if need["gpu"] != stage.resources["gpu"]:
+            print(f"bnsweep: warning: {where} asks for gpu {stage.resources['gpu']:g} per trial but the Ray "
+                  "cluster has no GPU; running on CPU", file=sys.stderr)
+        if not any(node.get("CPU", 0) >= need["cpu"] and node.get("GPU", 0) >= need["gpu"] for node in nodes):
+            shapes = sorted({(node.get("CPU", 0), node.get("GPU", 0)) for node in nodes}, reverse=True)
+            held = "; ".join(f"cpu {cpu:g}, gpu {gpu:g}" for cpu, gpu in shapes[:4]) or "no node"
+            raise ConfigError("resources", stage.resources, "cpu and gpu per trial that one node of the Ray "
+                              f"cluster holds (its nodes: {held}), or a trial would wait for ever", where)
 
 
 class _StageCheckpoint:
@@ -250,6 +269,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
                 print(f"bnsweep: every stage of {root} has finished; nothing to run", file=sys.stderr)
                 return []
         connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
+        check_resources(sweep, [s for s in sweep.stages if not state["stages"].get(s.name, {}).get("finished")])
         if existing is None:
             if sweep.overrides:  # first: an experiment exists once its sweep.yaml does
                 write_text(f"{root}/{OVERRIDES_FILE}", yaml.safe_dump(sweep.overrides, sort_keys=False))

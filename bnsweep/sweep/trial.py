@@ -6,11 +6,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Any
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
 from bnsweep.core.config import KEYS, TrialConfig, make_config
 from bnsweep.errors import ConfigError
 from bnsweep.sweep.storage import check_free_space
+
+if TYPE_CHECKING:
+    import torch
 
 
 def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
@@ -20,24 +25,41 @@ def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
     import torch
     from ray import tune
 
-    from bnsweep.core.train import fit
+    from bnsweep.core.train import fit, resolve_device
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch
     cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     cfg = make_config({k: v for k, v in config.items() if k in KEYS}, check_paths=False)
     node_id = ray.get_runtime_context().get_node_id()
+    device = device_used(resolve_device(cfg.device))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")  # Ray sets it for trials that ask for GPUs
+    if ray.get_gpu_ids() and not torch.cuda.is_available():
+        print(f"bnsweep: warning: Ray gave this trial GPU {visible} but torch sees no CUDA device "
+              f"(torch {torch.__version__}); device {cfg.device!r} trains on the CPU", file=sys.stderr)
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir and storage_root:
             check_free_space(storage_root, checkpoint_dir)
-        metrics = {**metrics, "node_id": node_id}  # which node ran it: clusters mix hosts and IPs
+        # which node and device ran it: clusters mix hosts and IPs, and GPU nodes with CPU-only torch
+        metrics = {**metrics, "node_id": node_id, "device_used": device, "cuda_visible_devices": visible}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
     checkpoint = tune.get_checkpoint()
     with _local_init_checkpoint(cfg) as cfg, \
             (checkpoint.as_directory() if checkpoint else contextlib.nullcontext()) as resume:
         fit(cfg, report, resume=resume)
+
+
+def device_used(device: torch.device) -> str:
+    """`cpu`, `mps`, or the CUDA device with its name (`cuda:0 (NVIDIA H200)`); the index counts
+    within the trial's CUDA_VISIBLE_DEVICES."""
+    import torch
+
+    if device.type != "cuda":
+        return device.type
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 @contextlib.contextmanager
