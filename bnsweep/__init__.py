@@ -3,30 +3,24 @@
 __version__ = "0.1.0"
 
 
-def code_commit() -> str | None:
-    """The git commit of the bnsweep checkout this runs from (noting uncommitted changes), or
-    None when bnsweep is not a git checkout of its own (an installed package) or git is missing.
-    Recorded beside every published number (report.md, benchmark output), as airbench does."""
-    import subprocess
-    from pathlib import Path
+def __getattr__(name: str):
+    """`bnsweep.run_sweep`, `bnsweep.resume` (see `bnsweep.api`) and `bnsweep.train` (see
+    `bnsweep.core.rundir`), imported on first use so that `import bnsweep` stays light."""
+    if name == "train":
+        import importlib
 
-    root = Path(__file__).resolve().parent.parent
+        return importlib.import_module("bnsweep.core.rundir").train
+    if name in ("run_sweep", "resume"):
+        import importlib
 
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=10, check=True)
-        return done.stdout.strip()
-
-    try:
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
-            return None  # bnsweep installed inside some other repository
-        commit, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit + (" with uncommitted changes" if changes else "")
+        # by name: modules that import `bnsweep` (for __version__) must not depend on the entry points
+        return getattr(importlib.import_module("bnsweep.api"), name)
+    raise AttributeError(f"module 'bnsweep' has no attribute {name!r}")
 
 
 def code_version() -> str:
-    """`__version__`, and the commit when running from a checkout: `0.1.0 (commit 1a2b3c...)`."""
-    commit = code_commit()
-    return __version__ + (f" (commit {commit})" if commit else "")
+    """`__version__`, and the commit when running from a checkout: `0.1.0 (commit 1a2b3c...)`
+    (see `bnsweep.provenance`)."""
+    from bnsweep.provenance import code
+
+    return str(code())

@@ -6,6 +6,7 @@ one raised inside a Ray trial reaches the driver with its message intact.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
 
@@ -20,7 +21,7 @@ class BadInput(ValueError):
 def _rebuild(cls: type, message: str, state: dict[str, Any]) -> BadInput:
     # __init__ is skipped (ConfigError's takes other arguments); __new__ comes from the base that
     # fixes the memory layout (FileNotFoundError for NoExperimentError), as when it was raised
-    err = cls.__base__.__new__(cls)
+    err = cls.__base__.__new__(cls)  # type: ignore[call-overload]  # a BadInput subclass: __base__ is set
     err.args = (message,)
     err.__dict__.update(state)
     return err
@@ -46,6 +47,28 @@ def shown(value: Any) -> str:
     return text.replace("\n", "\\n")
 
 
+# C0 and C1 control characters, DEL, the Unicode line and paragraph separators and the bidirectional
+# marks, overrides and isolates: what could end a line early, move the cursor or make text read
+# differently than it is
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def reason(err: BaseException) -> str:
+    """An exception's message for a one-line error: its first line, cut at the end of the first
+    sentence (torch and zlib add paragraphs of advice), or its type's name when it has none."""
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    first = text.splitlines()[0]
+    return first.split(". ", 1)[0] if len(first) > MAX_SHOWN else first
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (``\\n``, ``\\x1b``, ``\\u202e``), so a message
+    that quotes user input (a folder named ``x\\nbnsweep: error: forged``) stays one honest line."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 class ConfigError(BadInput):
     """A bad key or value of a trial, a sweep file or a command-line option."""
 
@@ -68,5 +91,6 @@ class NoExperimentError(BadInput, FileNotFoundError):
 
 
 class DamagedWarning(UserWarning):
-    """A file of an experiment directory that does not read as Ray or bnsweep writes it: `results`
-    and `report` skip what it belongs to (the command line shows it as one line)."""
+    """A file that does not read as Ray or bnsweep writes it: `results` and `report` skip the trial
+    of a damaged experiment file, a damaged decoded-image cache is decoded anew (the command line
+    shows each as one line)."""

@@ -3,6 +3,9 @@
 Writing Ray's on-disk layout directly (no Ray run) makes a 1,000-trial experiment in seconds, so the
 speed of `results.load` / `results.history` can be measured at sweep scale, and tests can build
 experiments with failed, running and pending trials exactly as Ray 2.60 leaves them on disk.
+
+Their accuracies are made up, so every row `realistic_rows` makes reports the metric `synthetic`
+(true): tables, figures and reports made from them say SYNTHETIC in their titles.
 """
 
 from __future__ import annotations
@@ -151,19 +154,20 @@ def realistic_rows(epochs: int, rng: random.Random, final: bool = True, *, clean
                    eval_eps: list[float] = EVAL_EPS, final_attack: str = "autoattack") -> list[dict[str, Any]]:
     """Per-epoch metrics with the contract's names, ending near `clean` clean and `robust` robust
     accuracy at 8/255 (falling geometrically with the radius); `robust_acc` is at `robust_eps`, as
-    a trial reports it. The last row carries the final metrics."""
+    a trial reports it. The last row carries the final metrics. Every row says `synthetic`: the
+    numbers are made up."""
     rows = []
     for epoch in range(1, epochs + 1):
         progress = epoch / epochs
         scale = (0.375 + 0.625 * progress) + rng.uniform(-0.01, 0.01) / clean
         acc = clean * scale
-        row = {"epoch": epoch, "train_loss": 2.0 - 1.5 * progress, "train_acc": acc + 0.05,
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": 2.0 - 1.5 * progress, "train_acc": acc + 0.05,
                "clean_acc": acc}
         for eps in eval_eps:
             row[f"robust_acc_eps{eps:g}"] = acc * (robust / clean) ** (eps / 8)
         row["robust_acc"] = acc * (robust / clean) ** (robust_eps / 8)
         row.update(lr=0.1 * (1 - progress), images_per_s=2500.0, epoch_s=20.0,
-                   n_trainable_params=272474, n_params=272474)
+                   n_trainable_params=272474, n_params=272474, synthetic=True)
         rows.append(row)
     if final and rows:
         rows[-1].update(final_clean_acc=rows[-1]["clean_acc"],

@@ -87,9 +87,9 @@ def two_stage_sweep(base: Path) -> str:
     asked for, so run on the CPU with a warning): 10 trials of 2 epochs. Returns the sweep directory."""
     import yaml
 
+    from bnsweep.layout.paths import sweep_dir
     from bnsweep.sweep.driver import execute
     from bnsweep.sweep.spec import load_sweep
-    from bnsweep.sweep.storage import sweep_dir
 
     doc = {"name": "two", "trial": TINY_TRIAL, "grid": {"seed": [0, 1]}, "resources": {"cpu": 1, "gpu": 0.5},
            "stages": [{"name": "pre", "trial": {"train_attack": "none"}},

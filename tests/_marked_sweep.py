@@ -20,9 +20,9 @@ import time
 import uuid
 from pathlib import Path
 
+from bnsweep.layout.paths import sweep_dir
 from bnsweep.sweep.driver import execute
 from bnsweep.sweep.spec import load_sweep
-from bnsweep.sweep.storage import sweep_dir
 from bnsweep.sweep.trial import run_trial
 
 HOLD_S = 60  # longest wait for the trials that should run beside this one (reached only on failure)

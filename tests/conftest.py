@@ -6,11 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from _experiments import mixed_sweep, ray_sweep, two_stage_sweep
 
 from bnsweep.core.config import make_config
 
-# BNSWEEP_TEST_DEVICE=cuda runs the trainer-core tests on a GPU (README, Tests).
+# One thread per test process: the tests' models are tiny, and on a busy 2-core machine a second
+# OpenMP thread spins against the other processes instead of helping (measured: AutoAttack on two
+# images of a tiny resnet8 took 205 s of CPU with 2 threads, 8 s with 1).
+torch.set_num_threads(1)
+
+# BNSWEEP_TEST_DEVICE=cuda runs the trainer-core tests on a GPU (docs/contributing.md, Tests).
 TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=64, eval_n=64,
             epochs=1, batch_size=64, train_steps=2, eval_steps=3, final_steps=3,
             device=os.environ.get("BNSWEEP_TEST_DEVICE", "cpu"), final_attack="none")

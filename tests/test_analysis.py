@@ -18,6 +18,7 @@ from matplotlib.container import BarContainer
 import bnsweep
 from bnsweep import results
 from bnsweep.cli import main
+from bnsweep.layout.labels import init_label
 from bnsweep.results import figures, report, tables
 from bnsweep.testing import write_example_sweep
 
@@ -75,6 +76,14 @@ def test_summary_skips_unfinished_and_handles_lists_and_one_seed():
     shown = tables.display_table(table)
     assert shown["clean (%)"].tolist() == ["50.0", "70.0", "60.0"]  # no ± for one seed
     assert shown["eval_eps_255"].tolist() == ["2,8", "2,8", "4"]
+
+
+def test_n_seeds_counts_seeds_not_trials():
+    df = _trials(trainable=["bn", "bn", "bn"], seed=[0, 0, 1], device=["cpu", "cuda", "cpu"],
+                 clean_acc=[0.5, 0.7, 0.9], robust_acc=[0.2] * 3)
+    table = tables.summarize(df)
+    assert len(table) == 1 and table["n_seeds"].tolist() == [2]  # device is not part of a setting
+    assert table["clean_acc_mean"].tolist() == [pytest.approx(0.7)]  # the mean is over the three trials
 
 
 def test_table_from_real_sweep(ray_dir):
@@ -137,11 +146,21 @@ def test_keys_that_do_not_apply_do_not_split_settings():
     assert shown[["stage", "train_steps"]].values.tolist() == [["pre", "-"], ["adv", "3"], ["adv", "5"]]
 
 
+def test_eval_every_does_not_split_settings():
+    """How often the per-epoch evaluation ran changes no number in the table: seeds that differ
+    only in `eval_every` are one setting."""
+    df = _trials(trainable=["bn"] * 3, seed=[0, 1, 2], eval_every=[1, 3, 3], clean_acc=[0.5, 0.6, 0.7],
+                 robust_acc=[0.1, 0.2, 0.3])
+    df.attrs["trial_keys"] += ["eval_every"]
+    table = tables.summarize(df)
+    assert table["n_seeds"].tolist() == [3] and "eval_every" not in table.columns
+
+
 @pytest.mark.parametrize("init,label", [
     ("random", "random"), ("from_stage:pretrain", "pre-trained (stage pretrain)"),
     ("/runs/a/checkpoint.pt", "pre-trained (a/checkpoint.pt)")])
 def test_init_labels(init, label):
-    assert tables.init_label(init) == label
+    assert init_label(init) == label
     df = _trials(init=[init, "random"] if init != "random" else ["random", "from_stage:x"],
                  clean_acc=[0.5, 0.6])
     assert label in tables.display_table(tables.summarize(df))["init"].tolist()
@@ -224,6 +243,15 @@ def test_training_curves_draw_robust_accuracy_at_one_radius(tmp_path):
     np.testing.assert_allclose(pretrain.get_ydata(), expected.to_numpy())
 
 
+def test_training_curves_join_the_evaluated_epochs(tmp_path):
+    """With `eval_every`, epochs without an evaluation are left out, not drawn as gaps."""
+    hist = results.history(write_example_sweep(tmp_path / "s"))
+    hist.loc[hist["epoch"] == 2, [c for c in hist.columns if c.endswith("_acc") or "_acc_eps" in c]] = np.nan
+    fig = figures.training_curves(hist)
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_xdata()) == [1, 3] and not np.isnan(line.get_ydata()).any()
+
+
 def test_figures_refuse_without_data():
     with pytest.raises(ValueError, match="robust_acc_eps"):
         figures.robustness_curves(_trials(clean_acc=[0.5]))
@@ -259,6 +287,48 @@ def test_sanity_fires_on_bad_results(change, check):
     assert {f.trial_id for f in findings if f.check == check} == {"t1"}
 
 
+def _with_autoattack(**change) -> pd.DataFrame:
+    """Adversarial trials with the final PGD and, beside it, AutoAttack on the first 200 images."""
+    columns = dict(final_autoattack=["none", "none", "apgd-ce+apgd-t", "apgd-ce+apgd-t"],
+                   final_autoattack_n=[0, 0, 200, 200], eval_n=[500] * 4,
+                   final_autoattack_acc=[np.nan, np.nan, 0.30, 0.22],
+                   final_autoattack_before_acc=[np.nan, np.nan, 0.37, 0.29])
+    df = _clean_and_adversarial(**{**columns, **change})
+    df.attrs["trial_keys"] += ["final_autoattack", "final_autoattack_n", "eval_n"]
+    return df
+
+
+def test_autoattack_column_beside_the_final_pgd():
+    shown = tables.display_table(tables.summarize(_with_autoattack())).set_index("stage")
+    assert shown["final_autoattack"].tolist() == ["none", "apgd-ce+apgd-t"]  # a key that differs: a column
+    assert [c for c in shown.columns if c.startswith("final") and "@" in c] == [
+        "final robust @2/255 (%)", "final robust @8/255 (%)", "final AutoAttack @8/255 (%)"]
+    assert shown.loc["adv", "final AutoAttack @8/255 (%)"] == "26.0 ± 5.7"
+    assert shown.loc["adv", "final robust @8/255 (%)"] == "33.0 ± 7.1"
+    assert shown.loc["pre", "final AutoAttack @8/255 (%)"] == "-"  # the clean rows ran none
+    assert list(tables.summarize(_with_autoattack())["stage"]) == ["pre", "adv"]  # n=0 under none splits nothing
+
+
+def test_table_groups_auto_precision_by_what_each_trial_ran_with():
+    df = _trials(trainable=["bn"] * 4, seed=[0, 1, 0, 1], precision=["auto"] * 4, compile=["auto"] * 4,
+                 precision_reported=["bf16", "bf16", "fp32", "fp32"], compile_reported=[True] * 4,
+                 clean_acc=[0.5, 0.6, 0.7, 0.8], robust_acc=[0.1] * 4)
+    df.attrs["trial_keys"] += ["precision", "compile"]
+    table = tables.summarize(df)
+    assert table["precision"].tolist() == ["bf16", "fp32"] and table["n_seeds"].tolist() == [2, 2]
+    assert table.attrs["common"]["compile"] == True  # noqa: E712 - a numpy bool
+
+
+def test_report_says_how_far_pgd_and_autoattack_differ():
+    (line,) = report.autoattack_gap(_with_autoattack())
+    assert "stage adv, 2 trial(s), apgd-ce+apgd-t on the first 200 evaluation images" in line
+    assert "33.0% robust on average, AutoAttack after it 26.0%: 7.0 points lower on average, at most 7.0" in line
+    assert report.autoattack_gap(_clean_and_adversarial()) == []  # no AutoAttack column, no line
+    assert report.sanity_checks(_with_autoattack()) == []
+    broken = report.sanity_checks(_with_autoattack(final_autoattack_acc=[np.nan, np.nan, 0.30, 0.31]))
+    assert [(f.check, f.trial_id) for f in broken] == [("AutoAttack above PGD", "t3")]
+
+
 def test_sanity_ignores_unfinished_and_no_final_attack():
     df = _good().assign(final_robust_acc=[np.nan, np.nan], final_clean_acc=[np.nan, np.nan],
                         status=["running", "terminated"],
@@ -292,11 +362,15 @@ def test_report_on_mixed_sweep(mixed_dir, tmp_path):
 
 
 def test_code_commit(monkeypatch, tmp_path):
+    from bnsweep import provenance
+
     if not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    assert re.fullmatch(r"[0-9a-f]{40}( with uncommitted changes)?", bnsweep.code_commit())
+    code = provenance.code()
+    assert re.fullmatch(r"[0-9a-f]{40}", code.commit) and code.version == bnsweep.__version__
+    assert str(code) == f"{bnsweep.__version__} (commit {code.commit}{' with uncommitted changes' * code.dirty})"
     monkeypatch.setattr(bnsweep, "__file__", str(tmp_path / "bnsweep" / "__init__.py"))
-    assert bnsweep.code_commit() is None  # an installed package: no commit to name
+    assert provenance.code().commit is None  # an installed package: no commit to name
 
 
 def test_report_cli_flags_and_errors(ray_dir, tmp_path, capsys):
@@ -327,12 +401,39 @@ def test_table_and_plot_commands(mixed_dir, tmp_path, capsys):
 
 
 def test_run_summary_names_the_radius(tmp_path):
-    from bnsweep.cli import _summary
+    from bnsweep.cli.sweeps import summary
 
-    text = _summary(str(write_example_sweep(tmp_path / "s")), "adv")
-    header = text.splitlines()[0]
+    text = summary(str(write_example_sweep(tmp_path / "s")), "adv")
+    header = next(line for line in text.splitlines() if line.startswith("|"))  # after the SYNTHETIC title
     assert "final robust @8/255 (%)" in header and "stage" not in header  # one stage: shared
     assert "pre-trained (stage pretrain)" in text
+
+
+def test_run_summary_shows_the_autoattack_column(tmp_path):
+    """The table `bnsweep run` prints at the end of a stage has the AutoAttack column beside the
+    final PGD where the trials ran `final_autoattack`."""
+    import random
+
+    from bnsweep.cli.sweeps import summary
+    from bnsweep.testing import (
+        FakeTrial,
+        realistic_config,
+        realistic_rows,
+        write_experiment,
+    )
+
+    rng, trials = random.Random(0), []
+    for seed in (0, 1):
+        rows = realistic_rows(2, rng, eval_eps=[8.0], final_attack="pgd")
+        rows[-1].update(final_autoattack_before_acc=rows[-1]["final_robust_acc"],
+                        final_autoattack_acc=rows[-1]["final_robust_acc"] - 0.05)
+        config = {**realistic_config(seed, "bn", "random", "adv"), "eval_eps_255": [8.0], "final_attack": "pgd",
+                  "final_autoattack": "apgd-ce+apgd-t", "final_autoattack_n": 200}
+        trials.append(FakeTrial(config, rows))
+    write_experiment(tmp_path / "s" / "adv", trials)
+    (tmp_path / "s" / "sweep.yaml").write_text("name: s\nstages:\n  - name: adv\n")
+    header = next(line for line in summary(str(tmp_path / "s"), "adv").splitlines() if line.startswith("|"))
+    assert "final robust @8/255 (%)" in header and "final AutoAttack @8/255 (%)" in header
 
 
 # ----------------------------------------------------------------------------- scripts

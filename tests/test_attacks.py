@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnsweep.core.attacks import fgsm, pgd
+from bnsweep.core.attacks import pgd
 from bnsweep.core.evaluate import eps_metric, evaluate
 from bnsweep.core.models import build_model
 from bnsweep.core.train import Trial
@@ -16,7 +16,8 @@ ATTACKS = {
     "pgd_restarts_best": lambda m, x, y, eps, g: pgd(m, x, y, eps=eps, step=eps / 2, steps=3, restarts=2,
                                                      keep_best=True, generator=g),
     "pgd_no_random_start": lambda m, x, y, eps, g: pgd(m, x, y, eps=eps, step=eps, steps=2, random_start=False),
-    "fgsm": lambda m, x, y, eps, g: fgsm(m, x, y, eps=eps, step=1.25 * eps, generator=g),
+    # FGSM as training runs it (train_attack: fgsm): one PGD step from a random start
+    "fgsm": lambda m, x, y, eps, g: pgd(m, x, y, eps=eps, step=1.25 * eps, steps=1, generator=g),
 }
 
 

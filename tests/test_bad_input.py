@@ -3,9 +3,12 @@ no Ray started and nothing written to the storage directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -127,8 +130,13 @@ def checkpoint_of(tmp_path):
 
 
 class _RunsCode:
+    """Unpickling it creates the file `marker`: proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (open, ("/tmp/bnsweep-pwned", "w"))
+        return (open, (self.marker, "w"))
 
 
 def test_checkpoint_from_another_architecture_is_refused(checkpoint_of, tmp_path, capsys):
@@ -143,9 +151,13 @@ def test_checkpoint_from_another_architecture_is_refused(checkpoint_of, tmp_path
 def test_checkpoint_that_is_not_one_and_pickle_that_runs_code_are_refused(tmp_path, capsys):
     not_ckpt = tmp_path / "notes.pt"
     not_ckpt.write_text("hello")
-    evil = tmp_path / "evil.pt"
+    evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
     with open(evil, "wb") as fh:
-        pickle.dump({"model": _RunsCode()}, fh)
+        pickle.dump({"model": _RunsCode(marker)}, fh)
+    with open(evil, "rb") as fh:  # positive control: unpickled, the payload runs
+        pickle.load(fh)["model"].close()
+    assert marker.exists()
+    marker.unlink()
     for path in (not_ckpt, evil):
         code = main(["train", "--set", "dataset=planted", "model=resnet8", f"init={path}", "epochs=1",
                      "--out", str(tmp_path / "out")])
@@ -153,7 +165,7 @@ def test_checkpoint_that_is_not_one_and_pickle_that_runs_code_are_refused(tmp_pa
         err = capsys.readouterr().err
         assert str(path) in err and len(err.strip().splitlines()) == 1
         assert "weights_only=False" not in err and "weights_only` set to `False" not in err  # torch's advice
-    assert not os.path.exists("/tmp/bnsweep-pwned")
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("expression, term", [("bnn", "bnn"), ("bn@stage4+fc", "bn@stage4"), ("bn@head", "bn@head"),
@@ -209,6 +221,8 @@ UP_FRONT = [
     ("asha-final-metric", "metric: final_clean_acc\nscheduler: {asha: {max_t: 1}}\n",
      ["metric", "final_clean_acc", "every epoch"]),
     ("asha-huge-max-t", "scheduler: {asha: {max_t: 10000000000}}\n", ["scheduler.asha.max_t", "<= 100000"]),
+    ("asha-sparse-evaluation", "trial: {eval_every: 2}\nscheduler: {asha: {max_t: 1}}\n",
+     ["eval_every", "2", "asha"]),
     # names: bnsweep's own files, length, case-insensitive duplicates
     ("stage-named-state-file", "stages:\n  - name: bnsweep_state.json\n", ["stages[0].name", "bnsweep_state.json"]),
     ("stage-named-SWEEP.YAML", "stages:\n  - name: a\n  - name: SWEEP.YAML\n", ["stages[1].name", "SWEEP.YAML"]),
@@ -266,6 +280,14 @@ UP_FRONT = [
      ["trial.data_dir", "partial", "test"]),
     ("grid-dataset-cifar10", "trial: {data_dir: TMP/nocifar}\ngrid: {dataset: [planted, cifar10]}\n",
      ["data_dir", "cifar-10-batches-py"]),
+    # paths that are not regular files (a FIFO hangs a reader), models too large to build
+    ("init-a-fifo", "trial: {init: TMP/afifo}\n", ["trial.init", "afifo", "FIFO"]),
+    ("folder-data-dir-a-fifo", "trial: {dataset: folder, data_dir: TMP/afifo}\n", ["data_dir", "afifo", "FIFO"]),
+    ("cifar-batch-a-fifo", "trial: {dataset: cifar10, data_dir: TMP/fifocifar}\n", ["trial.data_dir", "data_batch_1"]),
+    ("model-wrn-1000000-1", "trial: {model: wrn-1000000-1}\n", ["trial.model", "wrn-1000000-1", "<= 1000"]),
+    ("model-resnet110-width-64", "trial: {model: resnet110, width: 64}\n",
+     ["trial.model", "resnet110", "1,000,000,000 parameters", "7,051,224,074"]),
+    ("grid-model-wrn-28-100", "grid: {model: [resnet8, wrn-28-100]}\n", ["grid.model", "wrn-28-100", "parameters"]),
 ]
 
 
@@ -279,10 +301,12 @@ def inputs(tmp_path):
     checkpoints.save(str(tmp_path / "r8.pt"), {"model": weights, "config": {"model": "resnet8", "width": 0.25}})
     checkpoints.save(str(tmp_path / "r8-bare.pt"), {"model": weights})
     (tmp_path / "notes.pt").write_text("not a checkpoint\n")
-    for name in ("ckptdir", "nocifar", "partial/cifar-100-python", "adir", "curves.pdf"):
+    for name in ("ckptdir", "nocifar", "partial/cifar-100-python", "adir", "curves.pdf", "fifocifar/cifar-10-batches-py"):
         (tmp_path / name).mkdir(parents=True)
     (tmp_path / "partial/cifar-100-python/train").write_bytes(b"")
     (tmp_path / "afile").write_text("a file\n")
+    os.mkfifo(tmp_path / "afifo")
+    os.mkfifo(tmp_path / "fifocifar/cifar-10-batches-py/data_batch_1")
     return tmp_path
 
 
@@ -299,10 +323,14 @@ def no_ray(monkeypatch):
     monkeypatch.setattr(sweep_module, "connect", refuse)
 
 
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]")  # what no message may hold raw
+
+
 def one_line(capsys, *words) -> str:
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bnsweep: error: "), err
+    assert not CONTROL.search(err), err
     for word in words:
         assert word in lines[0], (word, lines[0])
     return lines[0]
@@ -338,6 +366,11 @@ TRAIN_CASES = [
     ("config-latin-1", ["--config", "TMP/latin1.yaml"], ["file", "UTF-8"]),
     # files where CIFAR's should be, but unreadable: refused while loading, still before writing
     ("cifar10-garbage-files", ["--set", "dataset=cifar10", "data_dir=TMP/garbage", "epochs=1"], ["cifar10"]),
+    ("init-a-fifo", ["--set", "init=TMP/afifo"], ["init", "afifo", "FIFO"]),
+    ("init-dev-zero", ["--set", "init=/dev/zero"], ["init", "/dev/zero", "character device"]),
+    ("folder-a-fifo", ["--set", "dataset=folder", "data_dir=TMP/afifo"], ["data_dir", "FIFO"]),
+    ("config-a-fifo", ["--config", "TMP/afifo"], ["file", "FIFO"]),
+    ("model-wrn-1000000-1", ["--set", "model=wrn-1000000-1"], ["model", "wrn-1000000-1"]),
 ]
 
 
@@ -433,6 +466,31 @@ COMMAND_LINES = [
     ("run-ray-address-env", ["run", "SWEEP", "--storage", "TMP/st"], ["RAY_ADDRESS", "nowhere"],
      {"RAY_ADDRESS": "nowhere"}),
     ("validate-a-directory", ["validate", "TMP/adir"], ["file", "directory"], {}),
+    # reading or writing what is not a regular file: a FIFO would hang, /dev/full fail midway
+    ("eval-checkpoint-a-fifo", ["eval", "TMP/afifo"], ["checkpoint", "afifo", "FIFO"], {}),
+    ("results-o-a-fifo", ["results", "EXP", "-o", "TMP/afifo"], ["-o", "afifo", "FIFO"], {}),
+    ("table-o-a-fifo", ["table", "EXP", "-o", "TMP/afifo"], ["-o", "afifo", "FIFO"], {}),
+    ("results-o-dev-full", ["results", "EXP", "-o", "/dev/full"], ["-o", "/dev/full", "character device"], {}),
+    ("layers-wrn-1000000-1", ["layers", "wrn-1000000-1"], ["model", "wrn-1000000-1"], {}),
+    # argparse's own errors and numbers out of every sane range: the same one line
+    ("status-watch-inf", ["status", "EXP", "--watch", "inf"], ["--watch", "inf", "86400"], {}),
+    ("status-watch-1e308", ["status", "EXP", "--watch", "1e308"], ["--watch", "1e308"], {}),
+    ("status-watch-1e-300", ["status", "EXP", "--watch", "1e-300"], ["--watch", "1e-300", "0.1"], {}),
+    ("status-watch-nan", ["status", "EXP", "--watch", "nan"], ["--watch", "nan"], {}),
+    ("status-watch-abc", ["status", "EXP", "--watch", "abc"], ["--watch", "'abc'", "not a number"], {}),
+    ("validate-rate-1e-308", ["validate", "SWEEP", "--rate", "1e-308"], ["--rate", "1e-308", "0.001"], {}),
+    ("validate-rate-abc", ["validate", "SWEEP", "--rate", "abc"], ["--rate", "'abc'"], {}),
+    ("validate-slots-1e9", ["validate", "SWEEP", "--slots", "1e9"], ["--slots", "'1e9'", "integer"], {}),
+    ("validate-slots-10-9", ["validate", "SWEEP", "--slots", "1000000000"], ["--slots", "1,000,000"], {}),
+    ("results-format-xml", ["results", "EXP", "--format", "xml"], ["--format", "'xml'", "csv"], {}),
+    ("results-unknown-option", ["results", "EXP", "--colums", "seed"], ["unrecognized", "--colums"], {}),
+    ("no-command", [], ["command"], {}),
+    ("unknown-command", ["rnu", "SWEEP"], ["'rnu'", "run"], {}),
+    ("table-eps-nan", ["table", "EXP", "--eps-255", "nan"], ["--eps-255", "nan"], {}),
+    ("layers-num-classes-10-9", ["layers", "resnet8", "--num-classes", "1000000000"], ["--num-classes"], {}),
+    # control characters of user input are shown escaped, never echoed
+    ("results-path-with-escapes", ["results", "TMP/x\x1b[2J\nbnsweep: error: forged"], ["\\x1b[2J\\nbnsweep"], {}),
+    ("set-key-with-newline", ["train", "--set", "epochs\nbnsweep: error: forged=1"], ["\\nbnsweep"], {}),
 ]
 
 
@@ -452,11 +510,373 @@ def test_bad_command_lines_get_one_line_and_write_nothing(case_id, argv, words, 
     assert tree(inputs) == before and tree(mixed_dir) == experiment
 
 
-def test_every_bad_input_counted_in_the_readme():
-    """The README's count of bad inputs tried is the number of rows of this file's tables."""
+# -- hostile image folders and archives (`dataset: folder`) --------------------------------------
+# Each maker builds a data set at the path it is given (a small valid tree, then one hostile thing)
+# and returns the data_dir; `where` says which commands must refuse it: `validate` lists the source
+# (and runs before anything starts), `train` also decodes it.
+
+def _tree(path):
+    from test_folder import make_tree
+
+    make_tree(path)
+    return path
+
+
+def _fifo_image(path):
+    os.mkfifo(_tree(path) / "train" / "ant" / "x.png")
+    return path
+
+
+def _link_to_dev_zero(path):
+    (_tree(path) / "train" / "ant" / "x.png").symlink_to("/dev/zero")
+    return path
+
+
+def _broken_link(path):
+    (_tree(path) / "train" / "ant" / "x.png").symlink_to(path / "nowhere.png")
+    return path
+
+
+def _sparse_image(path):
+    with open(_tree(path) / "train" / "ant" / "x.png", "wb") as fh:
+        fh.truncate(40 << 30)  # 40 GiB of nothing on disk
+    return path
+
+
+def _archive(path, cut=None, compress=False):
+    import tarfile
+
+    tree = _tree(path.with_name(path.name + "-tree"))
+    archive = path.with_suffix(".tar.gz" if compress else ".tar")
+    with tarfile.open(archive, "w:gz" if compress else "w") as tf:
+        tf.add(tree, arcname="data")
+    with tarfile.open(archive) as tf:
+        last = tf.getmembers()[-1]
+    data = archive.read_bytes()
+    archive.write_bytes(data[:cut(data, last)] if cut else data)
+    return archive
+
+
+def _tar_gz_cut_in_half(path):
+    return _archive(path, cut=lambda data, last: len(data) // 2, compress=True)
+
+
+def _tar_cut_before_its_last_member(path):
+    return _archive(path, cut=lambda data, last: last.offset)
+
+
+def _tar_with_a_sparse_member(path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("tar"):
+        pytest.skip("needs GNU tar to write a sparse member")
+    tree = _tree(path)
+    with open(tree / "train" / "ant" / "big.png", "wb") as fh:
+        fh.truncate(100 << 30)  # a 100 GiB hole: GNU tar stores it in a few KB
+    archive = path.with_suffix(".tar")
+    subprocess.run(["tar", "--sparse", "-cf", str(archive), "-C", str(path.parent), path.name], check=True)
+    shutil.rmtree(tree)
+    return archive
+
+
+def _png_bomb(path):
+    """A valid 1-bit PNG of 20000x20000 pixels: 7 KB on disk, 1.2 GB once decoded to RGB."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 20000
+    packer, row = zlib.compressobj(9), b"\x00" + bytes(side // 8)
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+           + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    (_tree(path) / "train" / "ant" / "x.png").write_bytes(png)
+    return path
+
+
+def _gif_named_png(path):
+    (_tree(path) / "train" / "ant" / "x.png").write_bytes(b"GIF89a" + bytes(64))
+    return path
+
+
+def _class_named_to_forge_a_line(path):
+    os.rename(_tree(path) / "test" / "bee", path / "test" / "bee\nbnsweep: error: forged")
+    return path
+
+
+BOTH = ("validate", "train")
+FOLDERS = [
+    ("fifo-named-like-an-image", _fifo_image, BOTH, ["train/ant/x.png", "FIFO"]),
+    ("link-to-dev-zero", _link_to_dev_zero, BOTH, ["train/ant/x.png", "character device"]),
+    ("link-to-nothing", _broken_link, BOTH, ["train/ant/x.png", "symbolic link to nothing"]),
+    ("sparse-40-gib-image", _sparse_image, BOTH, ["train/ant/x.png", "larger than 64 MiB (40 GiB)"]),
+    ("tar-with-a-gnu-sparse-member", _tar_with_a_sparse_member, BOTH, ["train/ant/big.png", "sparse"]),
+    ("tar-gz-cut-in-half", _tar_gz_cut_in_half, BOTH, ["damaged or cut short"]),
+    ("tar-cut-before-its-last-member", _tar_cut_before_its_last_member, BOTH, ["end-of-archive marker"]),
+    ("png-bomb-20000x20000", _png_bomb, ("train",), ["train/ant/x.png", "20000x20000", "67,108,864"]),
+    ("gif-named-png", _gif_named_png, ("train",), ["train/ant/x.png", "no PNG or JPEG header"]),
+    ("class-folder-named-to-forge-a-line", _class_named_to_forge_a_line, BOTH, ["bee\\nbnsweep: error: forged"]),
+]
+
+
+@pytest.mark.parametrize("case_id, make, where, words", FOLDERS, ids=[c[0] for c in FOLDERS])
+def test_hostile_image_folders_get_one_line(case_id, make, where, words, tmp_path, capsys, monkeypatch, no_ray):
+    monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    source = make(tmp_path / "data")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"trial: {{dataset: folder, data_dir: '{source}', model: resnet8, width: 0.25, epochs: 1}}\n")
+    commands = {"validate": ["validate", str(sweep)],
+                "train": ["train", "--set", "dataset=folder", f"data_dir={source}", "model=resnet8", "width=0.25",
+                          "epochs=1", "batch_size=8", "eval_n=4", "final_attack=none", "--out", str(tmp_path / "out")]}
+    for command in where:
+        assert main(commands[command]) == 2, command
+        one_line(capsys, *words)
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "cache").glob("*.pt"))  # nothing cached from a bad source
+
+
+# -- the decoded-image cache: a damaged one is decoded anew, one that cannot be written is one line --
+
+def _cut_short(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _edited(edit):
+    def damage(path):
+        import torch
+
+        cache = torch.load(path)
+        edit(cache)
+        torch.save(cache, path)
+    return damage
+
+
+def _fifo_in_its_place(path):
+    path.unlink()
+    os.mkfifo(path)
+
+
+CACHE_DAMAGE = [
+    ("cut-short", _cut_short, "PytorchStreamReader"),
+    ("labels-permuted", _edited(lambda c: c.update(train_y=c["train_y"].flip(0))), "train_y does not match"),
+    ("a-key-missing", _edited(lambda c: c.pop("test_x")), "no test_x"),
+    ("another-version", _edited(lambda c: c.update(version=1)), "version 1"),
+    ("a-fifo", _fifo_in_its_place, "a FIFO"),
+]
+
+
+@pytest.mark.parametrize("case_id, damage, words", CACHE_DAMAGE, ids=[c[0] for c in CACHE_DAMAGE])
+def test_a_damaged_image_cache_is_decoded_anew_with_one_warning(case_id, damage, words, tmp_path, monkeypatch):
+    import warnings
+
+    import torch
+
+    from bnsweep.core import folder
+    from bnsweep.errors import DamagedWarning
+
+    monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    source = str(_tree(tmp_path / "data"))
+    want = folder.load(source)
+    damage(Path(folder.cache_path(source)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = folder.load(source)
+    assert [str(w.message) for w in caught if w.category is DamagedWarning] == [
+        f"decoded-image cache {folder.cache_path(source)} does not read back ({words}"
+        + str(caught[0].message).split(words, 1)[1]]
+    assert got["classes"] == want["classes"] and all(torch.equal(got[k], want[k]) for k in folder.TENSORS)
+    again = folder.load(source)  # rewritten whole: no second warning, no second decode
+    assert torch.equal(again["train_y"], want["train_y"])
+
+
+def test_a_cut_cache_of_an_archive_gives_validate_and_train_one_warning(tmp_path, capsys, monkeypatch, no_ray):
+    from bnsweep.core import folder
+
+    monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    source = _archive(tmp_path / "data")
+    folder.load(str(source))
+    _cut_short(Path(folder.cache_path(str(source))))
+    folder._archive_inventory.cache_clear()  # a new process, as `validate` is
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(f"trial: {{dataset: folder, data_dir: '{source}', model: resnet8, width: 0.25, epochs: 1}}\n")
+    assert main(["validate", str(sweep)]) == 0
+    assert main(["train", "--set", "dataset=folder", f"data_dir={source}", "model=resnet8", "width=0.25", "epochs=1",
+                 "batch_size=8", "eval_n=4", "final_attack=none", "--out", str(tmp_path / "out")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bnsweep: warning:")]
+    assert len(warned) == 2 and all("does not read back (PytorchStreamReader" in line for line in warned), warned
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 KiB tmpfs (needs root and mount rights, as on CI; skipped elsewhere)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "on-a-full-disk"])
+def test_an_image_cache_that_cannot_be_written_is_one_line(where, tmp_path, capsys, monkeypatch, request):
+    if where == "under-a-file":
+        (tmp_path / "afile").write_text("x")
+        cache = tmp_path / "afile" / "cache"
+    else:
+        cache = request.getfixturevalue("full_disk") / "cache"
+    monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(cache))
+    source = _tree(tmp_path / "data")
+    (source / "train" / "ant" / "pad.png").write_bytes((source / "train" / "ant" / "000.png").read_bytes())
+    for i in range(200):  # 40 KB of pixels once decoded: more than the 16 KiB disk holds
+        (source / "test" / "ant" / f"{i:03d}x.png").write_bytes((source / "test" / "ant" / "000.png").read_bytes())
+    assert main(["train", "--set", "dataset=folder", f"data_dir={source}", "model=resnet8", "width=0.25", "epochs=1",
+                 "--out", str(tmp_path / "out")]) == 2
+    line = one_line(capsys, "cannot write the decoded-image cache", "BNSWEEP_CACHE_DIR")
+    assert str(cache) in line and not (tmp_path / "out").exists()
+    if where == "on-a-full-disk":
+        assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []  # no half-written file left
+
+
+def test_16_bit_pngs_are_decoded_to_8_bits(tmp_path, monkeypatch):
+    """A 16-bit PNG decoded as uint16 made trials fail later (in bincount); now it is 8-bit, rounded."""
+    import struct
+    import zlib
+
+    import torch
+
+    from bnsweep.core.data import load_dataset
+
+    monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    source = _tree(tmp_path / "data")
+    values = torch.arange(64, dtype=torch.int64).reshape(8, 8) * 1000  # 0 .. 63000
+    raw = b"".join(b"\x00" + struct.pack(">8H", *row) for row in values.tolist())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    for split in ("train", "test"):
+        (source / split / "ant" / "000.png").write_bytes(png)  # the first image of each split
+    ds = load_dataset("folder", data_dir=str(source), download=False, n_train=0, n_test=0, data_seed=0,
+                      device="cpu")
+    assert ds.train_x.dtype == torch.uint8 and ds.test_y.dtype == torch.int64
+    from bnsweep.core import folder
+
+    image = folder.load(str(source))["train_x"][0]
+    assert torch.equal(image, ((values * 255 + 32767) // 65535).to(torch.uint8).expand(3, 8, 8))
+
+
+# -- experiment files that are not what Ray or bnsweep wrote -------------------------------------
+# A hand-made, started experiment (stages pre and adv, bnsweep_state.json, overrides.yaml) is damaged
+# one way; each command then gives one error line (exit 2), or skips what it cannot read with one
+# warning line (exit 0), and never hangs, reads a file whole that it need not, follows a link out of
+# the experiment or deletes anything outside it. EXP is the experiment, OUT a directory beside it.
+
+def started_experiment(base: Path) -> Path:
+    import hashlib
+
+    from _experiments import mixed_sweep
+
+    root = mixed_sweep(base)
+    (root / "overrides.yaml").write_text("epochs: 3\n")
+    digest = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in ("sweep.yaml", "overrides.yaml")}
+    (root / "bnsweep_state.json").write_text(json.dumps({
+        "sweep_sha256": digest["sweep.yaml"], "overrides_sha256": digest["overrides.yaml"],
+        "stages": {"pre": {"finished": True, "trials": 2, "checkpoints": {}}}}))
+    return root
+
+
+def _trial(root: Path, stage: str = "adv", index: int = 0) -> Path:
+    return sorted(p for p in (root / stage).iterdir() if p.is_dir())[index]
+
+
+def _replace_with_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _sparse_result(root: Path) -> None:
+    with open(_trial(root) / "result.json", "ab") as fh:
+        fh.truncate(40 << 30)  # its rows, then 40 GiB of nothing
+
+
+def _trial_dir_links_outside(root: Path) -> None:
+    import shutil
+
+    trial = _trial(root)
+    shutil.move(trial, root.parent / "OUT")
+    trial.symlink_to(root.parent / "OUT")
+
+
+EXPERIMENT_FILES = [
+    # (id, damage, {command: (exit status, words of the one line: an error when 2, a warning when 0)})
+    ("sweep-yaml-a-fifo", lambda r: _replace_with_fifo(r / "sweep.yaml"),
+     {"resume": (2, ["sweep.yaml", "FIFO"]), "status": (2, ["sweep.yaml", "FIFO"]),
+      "results": (0, ["sweep.yaml", "FIFO"]), "prune": (2, ["sweep.yaml", "FIFO"])}),
+    ("state-file-a-fifo", lambda r: _replace_with_fifo(r / "bnsweep_state.json"),
+     {"resume": (2, ["bnsweep_state.json", "FIFO"]), "status": (2, ["bnsweep_state.json", "FIFO"]),
+      "prune": (2, ["bnsweep_state.json", "FIFO"])}),
+    ("state-file-40-gib", lambda r: os.truncate(r / "bnsweep_state.json", 40 << 30),
+     {"resume": (2, ["bnsweep_state.json", "larger than 64 MiB"]), "status": (2, ["bnsweep_state.json", "64 MiB"])}),
+    ("result-json-a-fifo", lambda r: _replace_with_fifo(_trial(r) / "result.json"),
+     {"resume": (2, ["result.json", "FIFO"]), "status": (0, ["result.json", "FIFO", "trial skipped"]),
+      "results": (0, ["result.json", "FIFO", "trial skipped"]), "history": (0, ["result.json", "FIFO"])}),
+    ("result-json-40-gib-sparse", _sparse_result,
+     {"status": (0, ["result.json", "no line ends in its last 16 MiB"]),
+      "results": (0, ["result.json", "no line ends"]), "history": (0, ["result.json", "larger than 512 MiB"])}),
+    ("result-json-link-to-dev-zero", lambda r: (_trial(r) / "result.json").unlink()
+     or (_trial(r) / "result.json").symlink_to("/dev/zero"),
+     {"resume": (2, ["result.json", "symbolic link"]), "results": (0, ["result.json", "symbolic link"]),
+      "history": (0, ["result.json", "symbolic link"])}),
+    ("params-json-a-fifo", lambda r: _replace_with_fifo(_trial(r) / "params.json"),
+     {"results": (0, ["params.json", "FIFO"])}),
+    ("experiment-state-a-fifo", lambda r: _replace_with_fifo(next((r / "adv").glob("experiment_state-*.json"))),
+     {"resume": (2, ["experiment_state", "FIFO"]), "results": (0, ["experiment_state", "FIFO"])}),
+    ("trial-dir-a-link-outside", _trial_dir_links_outside,
+     {"prune": (2, ["symbolic link", "trusted like code"]), "results": (0, ["symbolic link", "not followed"]),
+      "status": (0, ["symbolic link"]), "resume": (2, ["symbolic link"])}),
+    ("overrides-edited", lambda r: (r / "overrides.yaml").write_text("epochs: 30\n"),
+     {"resume": (2, ["overrides.yaml", "edited after the experiment started"])}),
+    ("overrides-removed", lambda r: (r / "overrides.yaml").unlink(),
+     {"resume": (2, ["overrides.yaml", "edited"])}),
+]
+_COMMANDS = {"resume": ["resume", "EXP"], "status": ["status", "EXP"], "results": ["results", "EXP"],
+             "history": ["results", "EXP", "--history"], "prune": ["prune", "EXP", "--yes"]}
+
+
+@pytest.mark.parametrize("case_id, damage, expect", EXPERIMENT_FILES, ids=[c[0] for c in EXPERIMENT_FILES])
+def test_damaged_experiment_files_get_one_line(case_id, damage, expect, tmp_path, capsys, no_ray):
+    root = started_experiment(tmp_path)
+    damage(root)
+    outside = tree(tmp_path / "OUT") if (tmp_path / "OUT").exists() else None
+    for command, (code, words) in expect.items():
+        argv = [str(root) if a == "EXP" else a for a in _COMMANDS[command]]
+        assert main(argv) == code, command
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        prefix = "bnsweep: error: " if code else "bnsweep: warning: "
+        assert lines and all(line.startswith(prefix) for line in lines) and not CONTROL.search(err), (command, err)
+        assert code == 0 or len(lines) == 1, (command, err)
+        assert any(all(w in line for w in words) for line in lines), (command, words, err)
+    if outside is not None:
+        assert tree(tmp_path / "OUT") == outside  # prune deleted nothing outside the experiment
+
+
+def test_every_bad_input_counted_in_the_docs():
+    """The count of bad inputs tried that docs/reliability.md states is the number of rows of this
+    file's tables."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    count = len(CASES) + len(UP_FRONT) + len(TRAIN_CASES) + len(HOSTILE_FILES) + len(COMMAND_LINES)
-    assert re.search(rf"\b{count} bad inputs\b", readme), count
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    count = (len(CASES) + len(UP_FRONT) + len(TRAIN_CASES) + len(HOSTILE_FILES) + len(COMMAND_LINES) + len(FOLDERS)
+             + len(CACHE_DAMAGE) + 2 + len(EXPERIMENT_FILES))  # 2: the cache that cannot be written
+    assert re.search(rf"\b{count}\s+bad\s+inputs\b", page), count

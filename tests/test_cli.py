@@ -103,6 +103,22 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in fh]
 
 
+def test_eval_measures_as_the_final_evaluation(capsys, tmp_path):
+    """`bnsweep eval` of a trial's checkpoint with the final attack's images, radius, steps and restarts
+    reports the trial's final robust accuracy: one evaluation path, with the trial's step size (here
+    not the default) and seed."""
+    out = tmp_path / "run"
+    assert main(["train", "--set", *TINY, "n_train=512", "trainable=all", "epochs=3", "train_attack=none",
+                 "eval_step_255=0.25", "final_steps=4", "eval_eps_255=[2]", "--out", str(out)]) == 0
+    final = json.loads((out / "final.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(out / "checkpoint.pt"), "--eps-255", "2", "--n", "64", "--steps", "4"]) == 0
+    eps, clean, robust = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert (float(eps), float(clean)) == (2.0, pytest.approx(final["final_clean_acc"], abs=1e-4))
+    assert float(robust) == pytest.approx(final["final_robust_acc"], abs=1e-4)
+    assert 0 < final["final_robust_acc"] < final["final_clean_acc"]  # the attack did something: not 0 = 0
+
+
 def test_train_writes_run_refuses_rerun_resumes_and_evals(capsys, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--set", *TINY, "epochs=2", "--out", str(out)]) == 0
@@ -196,7 +212,7 @@ def test_config_file_with_set_override(capsys, tmp_path):
 def test_sweep_set_overrides_every_stage_and_refuses_grid_keys(capsys, tmp_path):
     from pathlib import Path
 
-    from bnsweep.core.config import parse_overrides
+    from bnsweep.core.yamlfile import parse_overrides
     from bnsweep.sweep.spec import load_sweep
 
     demo = str(Path(__file__).parent.parent / "sweeps" / "demo.yaml")
@@ -219,16 +235,18 @@ def test_sweep_set_overrides_every_stage_and_refuses_grid_keys(capsys, tmp_path)
 
 
 def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypatch):
-    """Overrides written beside sweep.yaml and read back by `bnsweep resume` (stages stubbed: no Ray)."""
+    """Overrides written beside sweep.yaml and read back by `bnsweep resume`: the trial settings each
+    stage hands Ray Tune (its param_space) carry them. Only Ray's Tuner is left out (no Ray here)."""
     import yaml
 
+    from bnsweep.layout.paths import sweep_dir
     from bnsweep.sweep import driver
-    from bnsweep.sweep.storage import sweep_dir
 
     ran = []
     monkeypatch.setattr(driver, "connect", lambda address: None)
-    monkeypatch.setattr(driver, "run_stage", lambda sweep, stage, root, lookup, trainable: ran.append(stage) or [])
-    monkeypatch.setattr("bnsweep.cli._summary", lambda root, stage: "")
+    monkeypatch.setattr(driver, "run_stage", lambda sweep, stage, root, lookup, trainable:
+                        ran.append(driver.param_space(stage, lookup)) or [])
+    monkeypatch.setattr("bnsweep.cli.sweeps.summary", lambda root, stage: "")
     monkeypatch.setattr(driver, "check_resources", lambda sweep, stages: None)  # no cluster to compare with
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text("name: s\ntrial: {dataset: planted, model: resnet8, epochs: 3}\n"
@@ -238,7 +256,7 @@ def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypat
     root = sweep_dir(storage, "s")
     assert yaml.safe_load(open(os.path.join(root, "overrides.yaml"))) == {"epochs": 1, "lr": 0.05}
     assert open(os.path.join(root, "sweep.yaml")).read() == sweep_file.read_text()  # the file as written
-    assert [s.base["epochs"] for s in ran] == [1, 1]
+    assert [(space["stage"], space["epochs"], space["lr"]) for space in ran] == [("a", 1, 0.05), ("b", 1, 0.05)]
 
     stored = driver.resume_sweep(root)  # what `bnsweep resume` runs
     assert stored.overrides == {"epochs": 1, "lr": 0.05}
@@ -247,3 +265,13 @@ def test_sweep_set_is_stored_so_resume_runs_the_same(capsys, tmp_path, monkeypat
     assert main(["run", str(sweep_file), "--storage", storage, "--resume"]) == 2  # without the --set
     assert "the --set the experiment started with: epochs=1 lr=0.05" in one_error_line(capsys)
     assert main(["run", str(sweep_file), "--storage", storage, "--resume", "--set", "epochs=1", "lr=0.05"]) == 0
+
+    # `bnsweep resume` of the experiment with stage b unfinished runs b, with the stored --set
+    state_file = os.path.join(root, "bnsweep_state.json")
+    state = json.loads(open(state_file).read())
+    del state["stages"]["b"]
+    with open(state_file, "w") as fh:
+        json.dump(state, fh)
+    ran.clear()
+    assert main(["resume", root]) == 0
+    assert [(space["stage"], space["epochs"], space["lr"]) for space in ran] == [("b", 1, 0.05)]

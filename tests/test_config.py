@@ -16,10 +16,9 @@ from bnsweep.core.config import (
     ConfigError,
     TrialConfig,
     allowed_values,
-    load_yaml,
     make_config,
-    parse_overrides,
 )
+from bnsweep.core.yamlfile import load_yaml, parse_overrides
 
 
 def refused(values, **kw) -> ConfigError:
@@ -68,6 +67,13 @@ def refused(values, **kw) -> ConfigError:
     ({"init": "/no/such/checkpoint.pt"}, "init"),
     ({"init": {"from_stage": ""}}, "init"),
     ({"init": {"stage": "a"}}, "init"),
+    ({"precision": "fp16"}, "precision"),
+    ({"compile": "yes"}, "compile"),
+    ({"compile": 1}, "compile"),
+    ({"eval_every": 0}, "eval_every"),
+    ({"final_autoattack": "fab"}, "final_autoattack"),
+    ({"final_autoattack_n": -1}, "final_autoattack_n"),
+    ({"final_autoattack": "standard", "final_attack": "autoattack"}, "final_autoattack"),
 ])
 def test_bad_values_name_their_key(values, key):
     err = refused(values)

@@ -18,8 +18,8 @@ import yaml
 from bnsweep import results
 from bnsweep.core.config import make_config
 from bnsweep.core.train import fit
+from bnsweep.layout.paths import sweep_dir
 from bnsweep.sweep.driver import SweepFailed, execute
-from bnsweep.sweep.storage import sweep_dir
 from bnsweep.sweep.spec import load_sweep
 
 TRIAL = dict(dataset="planted", n_train=480, n_test=48, model="resnet8", width=0.25, batch_size=48, eval_n=24,
@@ -195,7 +195,6 @@ def test_stage_stopped_by_sigint_is_not_finished_and_resume_completes_it(tmp_pat
         assert [r["epoch"] for r in rows(trial_dir)] == [1, 2]  # every epoch once
 
 
-@pytest.mark.slow  # two driver processes, each starting a local Ray and training: minutes here
 def test_ctrl_c_in_a_terminal_exits_130_and_resume_finishes_every_epoch(tmp_path):
     """SIGINT to the driver's whole process group, as a terminal sends Ctrl-C (Ray's processes get it too)."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
@@ -268,3 +267,83 @@ def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small
             reported += 1
             assert checkpoints.load(checkpoint)["epoch"] == len(history)
     assert reported >= 1
+
+
+# -- stop signals, and the race between a report and its checkpoint ------------------------------
+# The fault hook (bnsweep.sweep.faults) sends the signal right after the line of epoch 2 reached
+# result.json and before Ray registered its checkpoint: the moment at which Ctrl-C or kill -9 made a
+# resumed trial report an epoch twice. Each test asserts that the moment was hit.
+
+RACE_TRIAL = {**TRIAL, "n_train": 96, "epochs": 3}
+
+
+def registered_epoch(stage_dir: Path) -> int:
+    """The epoch of the checkpoint Ray's newest experiment state has registered for the one trial."""
+    import pickle
+
+    state = json.loads(max(stage_dir.glob("experiment_state-*.json")).read_text())
+    (_, runtime_json), = state["trial_data"]
+    manager = pickle.loads(bytes.fromhex(json.loads(runtime_json)["checkpoint_manager"]["value"]))
+    return manager.latest_checkpoint_result.metrics["epoch"]
+
+
+def check_interrupted_at_the_race(root: Path) -> None:
+    (trial_dir,) = trial_dirs(root)
+    assert [r["epoch"] for r in rows(trial_dir)] == [1, 2]
+    assert registered_epoch(root / "main") == 1  # the race: epoch 2's line is written, its checkpoint not known
+    assert "main" not in json.loads((root / "bnsweep_state.json").read_text())["stages"]
+
+
+def check_resumed_every_epoch_once(root: Path, capsys) -> None:
+    from bnsweep.cli import main
+
+    assert main(["resume", str(root)]) == 0, capsys.readouterr().err[-3000:]
+    (trial_dir,) = trial_dirs(root)
+    assert [(r["epoch"], r["training_iteration"]) for r in rows(trial_dir)] == [(1, 1), (2, 2), (3, 3)]
+    assert json.loads((root / "bnsweep_state.json").read_text())["stages"]["main"]["finished"]
+    from bnsweep.core import checkpoints
+
+    assert checkpoints.load(results.load(str(root))["checkpoint"][0])["epoch"] == 3  # the newest is the last epoch's
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_stop_signal_to_the_driver_saves_and_resume_reports_every_epoch_once(sig, tmp_path, ray_local, capsys,
+                                                                              monkeypatch):
+    """In this process (Ray already up): SIGINT is Ctrl-C, SIGHUP a closing terminal."""
+    from bnsweep.cli import main
+    from bnsweep.sweep import faults
+
+    path = write(tmp_path, {"name": "race", "trial": RACE_TRIAL})
+    root = tmp_path / "results" / "race"
+    monkeypatch.setenv(faults.ENV, f"2:{sig.name}:driver")
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    assert main(["run", str(path), "--storage", str(tmp_path / "results")]) == 128 + sig
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"bnsweep: interrupted ({sig.name})") and last.endswith(f"bnsweep resume {root}")
+    assert {s: signal.getsignal(s) for s in before} == before  # the driver's handlers are gone again
+    check_interrupted_at_the_race(root)
+    monkeypatch.delenv(faults.ENV)
+    check_resumed_every_epoch_once(root, capsys)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_signal_to_the_driver_process_group_then_resume(sig, tmp_path, ray_local, capsys):
+    """`bnsweep run` in its own process group with its own local Ray; the whole group gets the signal,
+    as SLURM (SIGTERM) or `kill -9` deliver it. SIGTERM: Ray's processes outlive it, the driver saves
+    and exits 143 with the resume command. SIGKILL: everything dies; the state on the storage is the
+    one saved after epoch 2's line was written, before its checkpoint was registered."""
+    from bnsweep.sweep import faults
+
+    path = write(tmp_path, {"name": "race", "trial": RACE_TRIAL})
+    root = tmp_path / "results" / "race"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: f"2:{sig.name}:group",
+           "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    driver = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(tmp_path / "results")], env=env,
+                            capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert driver.returncode == (128 + sig if sig == signal.SIGTERM else -sig), driver.stderr[-3000:]
+    if sig == signal.SIGTERM:
+        assert "Traceback" not in driver.stderr and "SIGTERM received" not in driver.stderr  # no C++ stack dump
+        last = driver.stderr.strip().splitlines()[-1]
+        assert last.startswith("bnsweep: interrupted (SIGTERM)") and last.endswith(f"bnsweep resume {root}")
+    check_interrupted_at_the_race(root)
+    check_resumed_every_epoch_once(root, capsys)

@@ -234,7 +234,6 @@ def test_shared_cifar10_jpeg_archive_layout():
     assert inv.counts == {"train": (5000,) * 10, "test": (1000,) * 10}
 
 
-@pytest.mark.slow
 @needs_archive
 def test_shared_cifar10_jpeg_archive_decodes():
     """The real archive decoded (about 15 s on 2 idle cores): sizes, classes, the known test means."""

@@ -11,7 +11,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
 import torch
 from torchvision.io import encode_jpeg
 
@@ -37,8 +36,8 @@ def tiny_cifar(path: Path, train: int = 4, test: int = 2) -> Path:
     return path
 
 
-@pytest.mark.slow  # 170 s of CPU time (2026-12-03): 36 trials, the packing benchmark, two reports
 def test_gpu_study_smoke_test_runs_every_phase(tmp_path):
+    """About 100 s on 2 cores: 36 trials, the packing benchmark, two reports."""
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_study.py"), "--out", str(out), "--data",
                           str(tiny_cifar(tmp_path / "cifar.tar.gz")), "--smoke-test", "--budget", "3000"],

@@ -11,6 +11,8 @@ import pytest
 
 from bnsweep import errors
 from bnsweep.errors import BadInput, ConfigError
+from bnsweep.files import UnreadableFile
+from bnsweep.layout.tune import SnapshotUnreadable
 
 
 def subclasses(cls: type) -> list[type]:
@@ -19,6 +21,9 @@ def subclasses(cls: type) -> list[type]:
 
 BAD_INPUTS = [ConfigError("init", {"from_stage": "pre"}, "an earlier stage", "s.yaml: stage 'adv'"),
               *(cls("a message naming what to fix") for cls in subclasses(BadInput) if cls is not ConfigError)]
+
+
+BAD_INPUTS_TYPES = [type(e) for e in BAD_INPUTS]
 
 
 @pytest.mark.parametrize("err", BAD_INPUTS, ids=lambda e: type(e).__name__)
@@ -33,8 +38,19 @@ def test_bad_input_errors_pickle_by_value(err):
 
 
 def test_every_bad_input_class_is_covered():
-    assert {type(e) for e in BAD_INPUTS} >= {errors.ConfigError, errors.DataError, errors.UsageError,
-                                             errors.NoExperimentError}
+    """BAD_INPUTS was built from the BadInput subclasses imported when this file was collected; every
+    one defined anywhere in bnsweep (each module imported now) must be among them."""
+    import importlib
+    import pkgutil
+
+    import bnsweep
+
+    for module in pkgutil.walk_packages(bnsweep.__path__, "bnsweep."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    assert set(subclasses(BadInput)) <= {type(e) for e in BAD_INPUTS}
+    assert {errors.ConfigError, errors.DataError, errors.UsageError, errors.NoExperimentError, UnreadableFile,
+            SnapshotUnreadable} <= set(BAD_INPUTS_TYPES)
 
 
 def config_error_trial(config, **kwargs):
@@ -168,7 +184,7 @@ def held_experiment(tmp_path):
     root.mkdir(parents=True)
     (root / "sweep.yaml").write_text("name: exp\ntrial: {dataset: planted, model: resnet8, epochs: 1}\n")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom bnsweep.sweep.storage import driver_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom bnsweep.sweep.lock import driver_lock\n"
          "with driver_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)", str(root)],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -204,7 +220,7 @@ def test_other_spellings_of_a_running_experiment_are_refused(held_experiment, mo
 
 @pytest.fixture
 def fast_heartbeat(monkeypatch):
-    from bnsweep.sweep import storage
+    from bnsweep.sweep import lock as storage
 
     monkeypatch.setattr(storage, "SETTLE_S", 0.0)
     monkeypatch.setattr(storage, "HEARTBEAT_S", 0.05)
@@ -352,8 +368,13 @@ def small_experiment(root):
     import json
     import random
 
-    from bnsweep.sweep.storage import sweep_digest
-    from bnsweep.testing import FakeTrial, realistic_config, realistic_rows, write_experiment
+    from bnsweep.layout.state import sweep_digest
+    from bnsweep.testing import (
+        FakeTrial,
+        realistic_config,
+        realistic_rows,
+        write_experiment,
+    )
 
     root.mkdir()
     (root / "sweep.yaml").write_text(SWEEP)
@@ -394,15 +415,22 @@ DAMAGES = [
     ("state-trial-not-pairs", lambda r: next((r / "main").glob("experiment_state-*.json")).write_text(
         '{"trial_data": [["{}", "{}", "{}"]]}'), "experiment_state-", False),
 ]
-# Damage only `resume` can notice: bnsweep's own files, which `results` does not need.
+# Damage only `resume` can notice: bnsweep's own sweep file, which `results` does not need.
 RESUME_ONLY = [
     ("sweep-edited", lambda r: append(r / "sweep.yaml", "description: edited\n"), "sweep.yaml"),
     ("sweep-not-utf8", lambda r: (r / "sweep.yaml").write_bytes(SWEEP.encode() + b"# \xff\xfe\n"), "sweep.yaml"),
+]
+# A damaged (or too new) state file: one line and exit 2 from every command that reads the experiment.
+STATE_DAMAGES = [
     ("state-not-json", lambda r: (r / "bnsweep_state.json").write_text('{"stages": '), "bnsweep_state.json"),
     ("state-stages-a-list", lambda r: (r / "bnsweep_state.json").write_text('{"stages": []}'),
      "bnsweep_state.json"),
     ("state-checkpoints-numbers", lambda r: (r / "bnsweep_state.json").write_text(
         '{"stages": {"main": {"finished": true, "trials": 2, "checkpoints": {"k": 1}}}}'), "bnsweep_state.json"),
+    ("state-format-a-string", lambda r: (r / "bnsweep_state.json").write_text('{"format": "1", "stages": {}}'),
+     "bnsweep_state.json"),
+    ("state-format-newer", lambda r: (r / "bnsweep_state.json").write_text('{"format": 99, "stages": {}}'),
+     "newer bnsweep"),
 ]
 
 
@@ -446,8 +474,8 @@ def test_results_and_report_skip_a_damaged_trial_with_one_warning(case_id, damag
             assert seeds == ({0} if skipped else {0, 1}), args
 
 
-@pytest.mark.parametrize("case_id, damage, named", [d[:3] for d in DAMAGES] + RESUME_ONLY,
-                         ids=[d[0] for d in DAMAGES + RESUME_ONLY])
+@pytest.mark.parametrize("case_id, damage, named", [d[:3] for d in DAMAGES] + RESUME_ONLY + STATE_DAMAGES,
+                         ids=[d[0] for d in DAMAGES + RESUME_ONLY + STATE_DAMAGES])
 def test_resume_refuses_a_damaged_experiment_with_one_line(case_id, damage, named, tmp_path, capsys, no_ray):
     from bnsweep.cli import main
 
@@ -456,6 +484,37 @@ def test_resume_refuses_a_damaged_experiment_with_one_line(case_id, damage, name
     assert main(["resume", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("bnsweep: error: ") and named in err, err
+
+
+@pytest.mark.parametrize("case_id, damage, named", STATE_DAMAGES, ids=[d[0] for d in STATE_DAMAGES])
+def test_a_damaged_state_file_is_one_line_from_every_command(case_id, damage, named, tmp_path, capsys, no_ray):
+    from bnsweep.cli import main
+
+    root = small_experiment(tmp_path / "exp")
+    for args in (["status", str(root)], ["prune", str(root), "--yes"], ["results", str(root)]):
+        assert main(args) == 0, args  # positive control: the intact experiment reads
+    with pytest.raises(RayWouldStart):  # and resume passes every check
+        main(["resume", str(root)])
+    capsys.readouterr()
+    state = (root / "bnsweep_state.json").read_text()
+    for args in (["status", str(root)], ["status", str(root / "main")], ["prune", str(root), "--yes"],
+                 ["results", str(root)], ["results", str(root / "main")], ["resume", str(root)]):
+        damage(root)
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("bnsweep: error: ") and named in err, (args, err)
+        (root / "bnsweep_state.json").write_text(state)
+
+
+def test_a_state_file_without_a_format_number_reads_as_format_1(tmp_path):
+    import json
+
+    from bnsweep.layout.state import STATE_FORMAT, load_state, new_state
+
+    root = small_experiment(tmp_path / "exp")  # written as bnsweep wrote it before the number existed
+    assert "format" not in json.loads((root / "bnsweep_state.json").read_text())
+    assert load_state(str(root))["format"] == 1
+    assert new_state("a", "")["format"] == STATE_FORMAT >= 1
 
 
 def test_a_row_being_written_is_not_damage(tmp_path, capsys, no_ray):

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from bnsweep.core.models import MODEL_NAMES, build_model, check_model_name
+from bnsweep.core.choices import MODEL_NAMES, check_model_name
+from bnsweep.core.models import build_model
 
 # Small widths keep the big architectures fast on a CPU.
 CASES = [("resnet8", 1.0), ("resnet20", 1.0), ("resnet32", 0.5), ("resnet56", 0.25),

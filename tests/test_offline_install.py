@@ -1,4 +1,4 @@
-"""The offline install (README, "Offline install"), end to end on this machine.
+"""The offline install (docs/guides/gpus.md, "Offline install"), end to end on this machine.
 
 A wheelhouse is built with scripts/wheelhouse.py from the package index this machine reaches; then a
 fresh virtual environment plays the GPU machine's image: it sees torch and torchvision, and what they

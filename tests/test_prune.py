@@ -11,10 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bnsweep import results
+from bnsweep import prune, results
 from bnsweep.cli import main
-from bnsweep.sweep import prune
-from bnsweep.testing import FakeTrial, realistic_config, realistic_rows, write_experiment
+from bnsweep.testing import (
+    FakeTrial,
+    realistic_config,
+    realistic_rows,
+    write_experiment,
+)
 
 EPOCHS = 3
 
@@ -121,7 +125,6 @@ def checkpointed_trial(config: dict, storage_root: str | None = None) -> None:
             raise RuntimeError("interrupted")
 
 
-@pytest.mark.slow
 def test_resume_after_prune_finishes_the_failed_trial(tmp_path, ray_local):
     """Prune between a failed stage and its resume: the terminated trial loses its older checkpoint,
     the failed one keeps both, and resume continues it from its newest."""
@@ -130,9 +133,9 @@ def test_resume_after_prune_finishes_the_failed_trial(tmp_path, ray_local):
     import ray.cloudpickle
     import yaml
 
+    from bnsweep.layout.paths import sweep_dir
     from bnsweep.sweep.driver import SweepFailed, execute
     from bnsweep.sweep.spec import load_sweep
-    from bnsweep.sweep.storage import sweep_dir
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     (tmp_path / "block").touch()

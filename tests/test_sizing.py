@@ -9,6 +9,7 @@ import yaml
 
 from bnsweep.cli import main
 from bnsweep.errors import ConfigError
+from bnsweep.layout.labels import duration
 from bnsweep.sweep import sizing, spec
 from bnsweep.sweep.spec import parse_sweep
 
@@ -118,6 +119,9 @@ def test_validate_prints_counts_work_and_projection(tmp_path, capsys):
 
 
 def test_durations_and_si():
-    assert sizing.duration(40) == "40 s" and sizing.duration(125) == "2 min 5 s"
-    assert sizing.duration(3 * 3600 + 300) == "3 h 5 min" and sizing.duration(2 * 86400 + 7200) == "2 d 2 h"
+    assert duration(40) == "40 s" and duration(125) == "2 min 5 s"
+    assert duration(3 * 3600 + 300) == "3 h 5 min" and duration(2 * 86400 + 7200) == "2 d 2 h"
+    assert duration(None) == "-" and duration(float("nan"), exact=True) == "-"
+    assert duration(47, exact=True) == "47 s" and duration(256, exact=True) == "4 min 16 s"
+    assert duration(8105, exact=True) == "2 h 15 min 5 s"
     assert sizing.si(2_400) == "2.4 k" and sizing.si(1.17e9) == "1.17 G" and sizing.si(12) == "12"

@@ -18,11 +18,16 @@ import yaml
 
 from bnsweep import results
 from bnsweep.cli import main
+from bnsweep.layout.paths import sweep_dir
 from bnsweep.results.status import format_status, sweep_status
 from bnsweep.sweep.driver import execute
 from bnsweep.sweep.spec import load_sweep
-from bnsweep.sweep.storage import sweep_dir
-from bnsweep.testing import FakeTrial, realistic_config, realistic_rows, write_experiment
+from bnsweep.testing import (
+    FakeTrial,
+    realistic_config,
+    realistic_rows,
+    write_experiment,
+)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, float]]:
@@ -48,7 +53,13 @@ def test_mixed_sweep_counts_epochs_best_and_eta(mixed_dir):
     # the fake rows take 60 s per epoch; 8 epochs left, 2 trials running
     assert adv.eta_s == pytest.approx(8 * 60 / 2) and pre.eta_s == 0
     assert (pre.metric, adv.metric) == ("clean_acc", "robust_acc")  # per stage, from sweep.yaml
-    assert adv.best.startswith("0.213, trial adv02_00000")
+    # the best is the terminated trial with the highest robust_acc, never a running or diverged one
+    trials = results.load(str(mixed_dir))
+    done = trials[(trials["stage"] == "adv") & (trials["status"] == "terminated")]
+    value, rest = adv.best.split(", trial ")
+    assert rest.split()[0] in set(done["trial_id"]) and len(done) == 2
+    assert float(value) == pytest.approx(done["robust_acc"].max(), rel=1e-3)
+    assert float(value) > done["robust_acc"].min()  # two different values: the choice mattered
     assert not pre.finished and not adv.finished  # no bnsweep_state.json
 
     text = format_status(root, stages, now=1_767_225_600 + 3600 * 24 * 30)
@@ -110,8 +121,8 @@ def test_watch_stops_when_every_stage_finished(mixed_dir, tmp_path, capsys, monk
     rows = realistic_rows(2, random.Random())
     write_experiment(finished / "main", [FakeTrial(realistic_config(0, "bn", "random"), rows)])
     (finished / "sweep.yaml").write_text("name: finished\n")
-    (finished / "bnsweep_state.json").write_text(json.dumps({"stages": {"main": {"finished": True}}}))
-    assert main(["status", str(finished), "--watch", "0.01"]) == 0
+    (finished / "bnsweep_state.json").write_text(json.dumps({"stages": {"main": {"finished": True, "checkpoints": {}}}}))
+    assert main(["status", str(finished), "--watch", "0.1"]) == 0
     assert capsys.readouterr().out.count("1 of 1 stage(s) finished") == 1  # once: nothing left to watch
     sleeps = []
 

@@ -17,11 +17,11 @@ from bnsweep.cli import main
 from bnsweep.core import checkpoints
 from bnsweep.core.models import build_model
 from bnsweep.core.trainable import trainable_names
+from bnsweep.layout.paths import sweep_dir
 from bnsweep.sweep import driver
 from bnsweep.sweep.driver import SweepFailed, execute
-from bnsweep.sweep.storage import sweep_dir
-from bnsweep.sweep.trial import run_trial
 from bnsweep.sweep.spec import load_sweep
+from bnsweep.sweep.trial import run_trial
 
 
 def write_sweep(path: Path, doc: dict) -> Path:
@@ -80,21 +80,6 @@ def test_a_stage_matched_on_more_keys_than_its_source_stage_finds_its_checkpoint
     assert (adv["init_checkpoint"] == df[df.stage == "pre"]["checkpoint"].iloc[0]).all()
     for trainable in ("bn", "fc"):
         assert ft.loc[trainable, "init_checkpoint"] == adv.loc[trainable, "checkpoint"]
-
-
-def test_state_files_of_earlier_versions_still_find_their_checkpoints(tmp_path):
-    """Their keys lack the match list: a stage keyed its checkpoints on its own `match:` keys."""
-    doc = {"name": "old", "trial": TINY_TRIAL,
-           "stages": [{"name": "pre", "trial": {"train_attack": "none"}},
-                      {"name": "adv", "trial": {"init": {"from_stage": "pre"}}}]}
-    sweep = load_sweep(str(write_sweep(tmp_path / "old.yaml", doc)))
-    pre, adv = sweep.stages
-    legacy = {json.dumps(["from_stage:pre", "planted", "resnet8", 0]): "/x/checkpoint_000001"}
-    lookup = driver.finished_checkpoints({"finished": True, "checkpoints": legacy}, pre)
-    found = driver.param_space(adv, lookup)["init_checkpoint"]
-    assert found == "/x/checkpoint_000001"
-    current = driver.finished_checkpoints({"finished": True, "checkpoints": lookup}, pre)
-    assert current == lookup  # keys written now are read as they are
 
 
 def test_gpu_request_without_gpu_runs_on_cpu(two_stage):

@@ -1,4 +1,4 @@
-"""The shipped sweep files validate, and say what the README and the study promise."""
+"""The shipped sweep files validate, and say what the docs and the study promise."""
 
 from __future__ import annotations
 
@@ -48,6 +48,16 @@ def test_laptop_sweep_is_the_study_on_real_images(tmp_path):
     assert len(adv.grid["seed"]) >= 3 and adv.base["train_attack"] == "pgd" and adv.base["train_eps_255"] == 8
     assert len(adv.base["eval_eps_255"]) >= 3 and adv.base["final_restarts"] >= 2
     assert all(s.resources["gpu"] == 0 and s.base["device"] == "cpu" for s in laptop.stages)
+    # AutoAttack beside the final PGD for the adversarial rows, on a class-balanced subset
+    assert adv.base["final_autoattack"] != "none" and pre.base["final_autoattack"] == "none"
+    assert 0 < adv.base["final_autoattack_n"] <= adv.base["eval_n"] and adv.base["final_attack"] == "pgd"
+    # the fast path where the machine has it, fp32 eager where it has not (the file runs anywhere)
+    assert all((s.base["precision"], s.base["compile"]) == ("auto", "auto") for s in laptop.stages)
+    # at least twice the first version's adversarial training: 24 trials x 3 epochs x 5,000 images x (1 + 3)
+    doc = yaml.safe_load((ROOT / "sweeps" / "cifar10-laptop.yaml").read_text())
+    trials = len(doc["grid"]["seed"]) * len(adv.grid["trainable"]) * len(adv.grid["init"])
+    passes = trials * adv.base["epochs"] * doc["trial"]["n_train"] * (1 + adv.base["train_steps"])
+    assert passes >= 2 * 24 * 3 * 5000 * 4
 
 
 def test_demo_is_the_study_in_small():
@@ -116,9 +126,9 @@ def test_gpu_short_sweep_runs_at_toy_size_on_cpu(tmp_path, ray_local):
     from test_gpu_study import TOY, tiny_cifar
 
     from bnsweep import results
-    from bnsweep.core.config import parse_overrides
+    from bnsweep.core.yamlfile import parse_overrides
+    from bnsweep.layout.paths import sweep_dir
     from bnsweep.sweep.driver import execute
-    from bnsweep.sweep.storage import sweep_dir
 
     data = tiny_cifar(tmp_path / "cifar.tar.gz")
     short = load_sweep(str(ROOT / "sweeps" / "cifar10-gpu-short.yaml"),

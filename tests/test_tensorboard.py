@@ -56,9 +56,9 @@ def test_tags_say_what_a_metric_means():
         "accuracy/robust@16", "accuracy/clean", "accuracy/train", "loss/train", "speed/epoch_s"]
 
 
-def test_readme_names_every_tag():
-    with open(os.path.join(REPO, "README.md")) as fh:
-        section = fh.read().split("## TensorBoard\n", 1)[1].split("\n## ", 1)[0]
+def test_docs_name_every_tag():
+    with open(os.path.join(REPO, "docs", "guides", "tensorboard.md")) as fh:
+        section = fh.read().split("## TIME SERIES\n", 1)[1].split("\n## ", 1)[0]
     for name in [*TAGS.values(), "accuracy/robust@E", "accuracy/final_robust", "accuracy/final_clean"]:
         assert f"`{name}`" in section, name
 
@@ -77,7 +77,8 @@ def test_the_hparams_view_of_the_demo_comes_from_its_sweep_file():
     assert domains == {"stage": ["adv", "pretrain"], "seed": [0.0, 1.0],
                        "trainable": ["all", "bn", "bn+fc", "fc"], "init": ["pre-trained (stage pretrain)", "random"]}
     pretrain, adv = (RunNames(stage) for stage in sweep.stages)
-    cell = {**next(sweep.stages[1].cells()), "trainable": "bn+fc", "seed": 1}
+    stage = sweep.stages[1]
+    cell = {**stage.base, **next(stage.combinations(stage.grid)), "trainable": "bn+fc", "seed": 1}
     assert adv({**cell, "init": "from_stage:pretrain"}, "a1b2c_00003") == "bn+fc, pre-trained, seed 1"
     assert pretrain({**sweep.stages[0].base, "seed": 0}, "a1b2c_00000") == "seed 0"
 
@@ -199,3 +200,10 @@ def test_tensorboard_shows_the_study(two_stage, stage, load_fast):
     # Ray's own TensorBoard files are not written: each trial appears once
     for trial_dir in results.load(logdir)["trial_dir"]:
         assert not glob.glob(os.path.join(trial_dir, "events.out.tfevents*"))
+
+
+def test_autoattack_beside_the_final_pgd_is_a_study_metric():
+    """The laptop study runs AutoAttack beside its final PGD: HPARAMS lists both, PGD first."""
+    sweep = load_sweep(os.path.join(REPO, "sweeps", "cifar10-laptop.yaml"), {"dataset": "planted"})  # no images here
+    assert study_metrics(sweep)[:2] == ["accuracy/final_robust", "accuracy/final_autoattack"]
+    assert "accuracy/final_autoattack" not in study_metrics(load_sweep(README_SWEEP))

@@ -46,14 +46,16 @@ def test_reports_once_per_epoch_with_contract_metric_names(tiny_config, tmp_path
     final = fit(cfg, rec)
     assert [m["epoch"] for m in rec.metrics] == [1, 2]
     every = {"epoch", "train_loss", "train_acc", "clean_acc", "robust_acc", "robust_acc_eps2", "robust_acc_eps8",
-             "lr", "images_per_s", "epoch_s", "n_trainable_params", "n_params", "trainable_groups"}
+             "lr", "images_per_s", "epoch_s", "n_trainable_params", "n_params", "trainable_groups", "precision",
+             "compile"}
     assert set(rec.metrics[0]) == every
     assert set(rec.metrics[1]) == every | {"final_clean_acc", "final_robust_acc", "final_attack"}
     assert final == rec.metrics[-1]
     last = rec.metrics[-1]
     assert last["final_attack"] == "pgd"
     for m in rec.metrics:
-        for key in every - {"epoch", "n_trainable_params", "n_params", "trainable_groups"}:
+        assert (m["precision"], m["compile"]) == ("fp32", False)  # what the trial ran with
+        for key in every - {"epoch", "n_trainable_params", "n_params", "trainable_groups", "precision", "compile"}:
             assert isinstance(m[key], float), key
         for key in ("train_acc", "clean_acc", "robust_acc", "robust_acc_eps2", "robust_acc_eps8"):
             assert 0.0 <= m[key] <= 1.0
@@ -308,7 +310,6 @@ def test_bf16_agrees_with_fp32(tiny_config, device):
     _agree(tiny_config, device, logits_tol=0.03, loss_rtol=0.02, precision="bf16")
 
 
-@pytest.mark.slow  # torch.compile on a 2-core CPU: about a minute
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_compiled_agrees_with_eager(tiny_config, device):
     _agree(tiny_config, device, logits_tol=1e-3, loss_rtol=1e-3, compile=True)

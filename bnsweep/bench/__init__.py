@@ -1,6 +1,7 @@
 """`python -m bnsweep.bench`: how close PGD-k adversarial training comes to its ideal cost, on this device.
 
-Cost model (as in AutoAttack, github.com/fra31/auto-attack, which takes input-only gradients): a PGD-k training step needs k input-gradient passes (forward, then
+Cost model (as in AutoAttack, github.com/fra31/auto-attack, which takes input-only
+gradients): a PGD-k training step needs k input-gradient passes (forward, then
 backward to the input only) plus one training step; anything above that is overhead. A careless loop
 also computes every parameter gradient in each attack step, and BN-only training that freezes by
 leaving parameters out of the optimiser still computes every frozen convolution's weight gradient.
@@ -14,6 +15,7 @@ Parts (``--part``; each prints one section):
   packing     aggregate images/s of 1, 2, 4, 8 trials sharing one GPU through Ray Tune (sweep.py)
   overhead    share of a short-trial sweep's wall time spent computing, through Ray Tune (sweep.py)
   loading     results.load and results.history on a generated 1,000-trial x 50-epoch experiment (loading.py)
+  cpu         fp32/bf16 x eager/compiled on one CPU thread, the laptop study's steps, compile time apart (cpu.py)
 
 Every time is the median of ``--reps`` repetitions after ``--warmup`` calls, with the variants of a
 section interleaved (A B C A B C ...) so that drift on a shared machine hits all of them alike. Data

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Hashable, Iterator, Mapping, TypeVar
 
 import torch
 
 from bnsweep.core.config import TrialConfig, make_config
 from bnsweep.core.data import Dataset, batches, load_dataset
 from bnsweep.core.train import Trial, resolve_device
+from bnsweep.provenance import cpu_name
 
 LR = 0.01  # timing only: small enough that repeated steps on one batch stay finite
 Row = dict[str, Any]
@@ -21,18 +22,29 @@ Row = dict[str, Any]
 
 # -- timing ------------------------------------------------------------------------------------
 
+def target(value: float, goal: str, scope: str = "") -> str:
+    """A printed target with this run's verdict: `(target >= 0.9: met)`, or `MISSED`, so a reader
+    of a benchmark record sees which targets held without redoing the comparison. `goal` is `>= X`
+    or `<= X`; `scope` says where the target applies (`for trials of 30 s or more`)."""
+    op, bound = goal.split()
+    met = value >= float(bound) if op == ">=" else value <= float(bound)
+    return f"(target {goal}{' ' + scope if scope else ''}: {'met' if met else 'MISSED'})"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
+K = TypeVar("K", bound=Hashable)  # what names a variant in a timing
 
-def median_times(variants: dict[str, Callable[[], Any]], reps: int, warmup: int,
-                 device: torch.device) -> dict[str, float]:
+
+def median_times(variants: Mapping[K, Callable[[], Any]], reps: int, warmup: int,
+                 device: torch.device) -> dict[K, float]:
     """Median seconds per call of each variant; calls interleaved so drift hits every variant alike."""
     for _ in range(warmup):
         for fn in variants.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[K, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
             sync(device)
@@ -41,6 +53,23 @@ def median_times(variants: dict[str, Callable[[], Any]], reps: int, warmup: int,
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """A local Ray for a part (`bnsweep.sweep.driver.connect`), shut down afterwards unless it was
+    running before: a caller that holds one (the tests' session) keeps it and its start-up time."""
+    import ray
+
+    from bnsweep.sweep.driver import connect
+
+    ours = not ray.is_initialized()
+    connect(None)
+    try:
+        yield
+    finally:
+        if ours:
+            ray.shutdown()
 
 
 # -- shared setup ------------------------------------------------------------------------------
@@ -102,15 +131,3 @@ def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"{device.type} ({cpu_name()}, {torch.get_num_threads()} threads)"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-

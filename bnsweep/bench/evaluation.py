@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -37,7 +38,11 @@ def evaluation(b: Bench) -> list[Row]:
     x, y = trial.eval_split()
     kw = dict(eps_255=tuple(a.eval_eps), steps=a.eval_steps, step_255=0.0, restarts=1, seed=0)
     results: dict[str, dict[str, float]] = {}
-    t = b.times({name: lambda name=name, fn=fn: results.__setitem__(name, fn(trial.model, x, y, **kw))
+
+    def run(name: str, fn: Callable[..., dict[str, float]]) -> None:
+        results[name] = fn(trial.model, x, y, **kw)
+
+    t = b.times({name: functools.partial(run, name, fn)
                  for name, fn in (("survivors", evaluate), ("every", evaluate_every))})
     print(f"\n== eval: PGD-{a.eval_steps} robust accuracy on {len(y)} examples, {a.model} after "
           f"{a.eval_epochs} clean epoch(s) on {len(trial.data.train_y)} images ==")

@@ -46,7 +46,8 @@ def loading(b) -> list[Row]:
         exp_dir = root / "bench" / "main"
         t_write, _ = _timed(write_benchmark_experiment, exp_dir, a.load_trials, a.load_epochs)
         size_mb = sum(p.stat().st_size for p in exp_dir.rglob("*") if p.is_file()) / 1e6
-        print(f"\n[loading] wrote {a.load_trials} trials x {a.load_epochs} epochs ({size_mb:.0f} MB) in {t_write:.1f} s")
+        print(f"\n[loading] wrote {a.load_trials} trials x {a.load_epochs} epochs ({size_mb:.0f} MB) "
+              f"in {t_write:.1f} s")
         for name, fn in (("load", results.load), ("history", results.history), ("status", _status)):
             times, frames = zip(*(_timed(fn, exp_dir) for _ in range(a.load_repeat)))
             shape = (f"{frames[0].shape[0]} rows x {frames[0].shape[1]} columns" if name != "status"

@@ -1,17 +1,22 @@
-"""`python -m bnsweep.bench`: the parts, their options and the header line of every run."""
+"""`python -m bnsweep.bench`: the parts, their options, the header line of every run, and `--record FILE`
+(the output under a provenance header: a benchmark record that published figures are quoted from)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
+import os
 import platform
+import shlex
 import sys
 from typing import Callable, Sequence
 
 import torch
 
-from bnsweep import code_version
-from bnsweep.bench import data, evaluation, loading, scale, training
+from bnsweep import code_version, provenance
+from bnsweep.bench import cpu, data, evaluation, loading, scale, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
 from bnsweep.core.choices import Precision
@@ -21,8 +26,9 @@ from bnsweep.errors import ConfigError
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
     "eval": evaluation.evaluation, "packing": bench_sweep.packing, "overhead": bench_sweep.overhead,
-    "loading": loading.loading, "scale": scale.scale, "data": data.data}
-QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, model="resnet8", width=0.25,
+    "loading": loading.loading, "scale": scale.scale, "data": data.data, "cpu": cpu.cpu}
+QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, **cpu.QUICK, model="resnet8",
+             width=0.25,
              batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2,
              eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
 
@@ -56,8 +62,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     loading.add_arguments(p)
     scale.add_arguments(p)
     data.add_arguments(p)
+    cpu.add_arguments(p)
     p.add_argument("--quick", "--smoke-test", action="store_true",
                    help="tiny defaults: checks that every part runs (tests)")
+    p.add_argument("--record", metavar="FILE",
+                   help="also write the output, under a header naming the command, commit, date, machine and "
+                        "load, to FILE: a benchmark record to commit (e.g. docs/runs/bench-epyc-2cpu.txt)")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="--record even from a checkout with uncommitted changes (the header then says DIRTY)")
     if p.parse_known_args(argv)[0].quick:
         p.set_defaults(**QUICK)  # flags given explicitly still win
     args = p.parse_args(argv)
@@ -67,11 +79,80 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ConfigError as err:
         print(f"{p.prog}: error: --trainable: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.record:
+        problem = record_problem(args.record, args.allow_dirty)
+        if problem:
+            print(f"{p.prog}: error: --record: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     return args
 
 
+def record_problem(path: str, allow_dirty: bool) -> str | None:
+    """Why `--record path` cannot be written (checked before any part runs), or None."""
+    if os.path.isdir(path):
+        return f"{path} is a directory; allowed: a file name"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        return f"{parent} is not a directory you may write to"
+    if provenance.code().dirty and not allow_dirty:
+        return ("this bnsweep checkout has uncommitted changes to tracked files, so the numbers cannot be "
+                "traced to a commit; allowed: a clean checkout (commit first), or --allow-dirty")
+    return None
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal and to the record file alike."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def record_header(argv: Sequence[str]) -> list[str]:
+    """The provenance lines (`# ...`) a benchmark record starts with."""
+    code = provenance.code()
+    machine = provenance.machine()
+    lines = [f"# bnsweep benchmark record: python -m bnsweep.bench {shlex.join(argv)}",
+             f"# bnsweep {code} | {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+             f"# machine {machine['host']}: {provenance.describe_machine(machine)}",
+             f"# load average (1 min) at the start: {provenance.load_average()}"]
+    if code.dirty:
+        lines.append("# DIRTY: uncommitted changes to tracked files; these numbers cannot be traced to a commit")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, list[Row]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if not args.record:
+        return _run(args)
+    # Written beside the record and moved over it at the end: while the parts run, the record (often a
+    # committed file) is untouched, so the checkout stays clean for the provenance lines and an
+    # interrupted run leaves the old record as it was.
+    partial = f"{args.record}.partial"
+    try:
+        with open(partial, "w") as fh:
+            fh.write("\n".join(record_header(argv)) + "\n")
+            with contextlib.redirect_stdout(_Tee(sys.stdout, fh)):
+                rows = _run(args)
+            fh.write(f"\n# load average (1 min) at the end: {provenance.load_average()}\n")
+        os.replace(partial, args.record)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    print(f"wrote {args.record}")
+    return rows
+
+
+def _run(args: argparse.Namespace) -> dict[str, list[Row]]:
     b = setup(args)
     print(f"bnsweep {code_version()} bench | {datetime.date.today()} | device {describe(b.device)} | "
           f"torch {torch.__version__} | python {platform.python_version()}")

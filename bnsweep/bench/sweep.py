@@ -56,11 +56,10 @@ def _all_warm(ready: str, i: int, n: int, timeout: float = 300) -> None:
 
 def packing(b) -> list[Row]:
     """Aggregate images/s of n concurrent trials on one device vs one trial alone."""
-    import ray
     import torch
     from ray import tune
 
-    from bnsweep.sweep.driver import connect
+    from bnsweep.bench.common import ray_session
 
     a = b.args
     cuda = torch.cuda.is_available()
@@ -68,11 +67,10 @@ def packing(b) -> list[Row]:
     device = "cuda" if cuda else "cpu"
     print(f"\n== packing: {a.pack_model} PGD-{a.pack_steps} trials sharing one {'GPU' if cuda else 'CPU'} "
           f"through Ray Tune ({'gpu 1/n' if cuda else 'cpu 1'} per trial), batch {a.pack_batch_size} ==")
-    connect(None)
     rows = []
-    try:
+    with ray_session():
         for n in counts:
-            resources = {"cpu": 1, "gpu": 1 / n} if cuda else {"cpu": 1}
+            resources: dict[str, float] = {"cpu": 1, "gpu": 1 / n} if cuda else {"cpu": 1}
             with tempfile.TemporaryDirectory() as storage:
                 ready = os.path.join(storage, "ready")
                 os.mkdir(ready)
@@ -81,11 +79,9 @@ def packing(b) -> list[Row]:
                          "batches": a.pack_batches, "epochs": a.pack_epochs, "device": device, "threads": 1}
                 grid = tune.Tuner(tune.with_resources(_packed_trial, resources), param_space=space,
                                   run_config=tune.RunConfig(storage_path=storage, name="packing", verbose=0)).fit()
-                metrics = [r.metrics for r in grid]
+                metrics = [grid[i].metrics or {} for i in range(len(grid))]
             seconds = max(m["end"] for m in metrics) - min(m["start"] for m in metrics)
             rows.append({"trials": n, "images_per_s": sum(m["images"] for m in metrics) / seconds})
-    finally:
-        ray.shutdown()
     alone = rows[0]["images_per_s"]
     print(f"{'trials':>6}{'aggregate img/s':>17}{'vs one alone':>14}")
     for r in rows:
@@ -96,11 +92,10 @@ def packing(b) -> list[Row]:
 
 def overhead(b) -> list[Row]:
     """Share of a sweep's wall time spent in trial computation, through the real sweep path."""
-    import ray
-
     from bnsweep import results
-    from bnsweep.sweep.driver import connect, execute
-    from bnsweep.sweep.storage import sweep_dir
+    from bnsweep.bench.common import ray_session, target
+    from bnsweep.layout.paths import sweep_dir
+    from bnsweep.sweep.driver import execute
     from bnsweep.sweep.spec import load_sweep
 
     a = b.args
@@ -115,12 +110,11 @@ def overhead(b) -> list[Row]:
         with open(path, "w") as fh:
             yaml.safe_dump(doc, fh)
         start = time.perf_counter()
-        connect(None)
-        started = time.perf_counter()
-        root = sweep_dir(os.path.join(tmp, "results"), "overhead")
-        execute(load_sweep(path), root, resume=False)
-        end = time.perf_counter()
-        ray.shutdown()
+        with ray_session():  # a Ray running already (the tests') starts in no time
+            started = time.perf_counter()
+            root = sweep_dir(os.path.join(tmp, "results"), "overhead")
+            execute(load_sweep(path), root, resume=False)
+            end = time.perf_counter()
         hist = results.history(root)
     compute = hist["epoch_s"].sum()
     per_trial = compute / a.overhead_trials
@@ -129,7 +123,7 @@ def overhead(b) -> list[Row]:
     print(f"\n== overhead: {a.overhead_trials} trials of {per_trial:.1f} s compute each, {slots} concurrent slots, "
           f"through bnsweep's sweep path ==")
     print(f"compute share of wall x slots: {total:.3f} with Ray's start-up ({started - start:.1f} s), "
-          f"{after_start:.3f} without (target >= 0.9 for trials of 30 s or more)")
+          f"{after_start:.3f} without {target(after_start, '>= 0.9', 'for trials of 30 s or more')}")
     return [{"trials": a.overhead_trials, "trial_s": per_trial, "share": total, "share_after_start": after_start}]
 
 

@@ -14,10 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from bnsweep.core.choices import MAX_PARAMS
 from bnsweep.errors import ConfigError
 
 FILENAME = "checkpoint.pt"
 FORMAT = 1
+# weights and SGD momentum in float32 take 8 bytes per parameter: twice that for the largest model allowed
+MAX_BYTES = 16 * MAX_PARAMS
 ARCH_KEYS = ("model", "width")
 
 
@@ -34,14 +37,22 @@ def save(path: str, state: dict[str, Any]) -> None:
 
 
 def load(path: str, key: str = "init") -> dict[str, Any]:
-    """Load a checkpoint safely; errors are ConfigErrors naming `key` and the path."""
+    """Load a checkpoint safely; errors are ConfigErrors naming `key` and the path. Only a regular
+    file of at most MAX_BYTES is read (a FIFO would hang the reader, a device fill the memory)."""
+    from bnsweep.files import UnreadableFile, open_regular
+
     file = checkpoint_file(path)
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+        fh = open_regular(file, MAX_BYTES)
+    except UnreadableFile as err:
+        if err.problem == "does not exist":
+            raise ConfigError(key, path, "an existing bnsweep checkpoint file or directory") from None
+        raise ConfigError(key, path, f"a bnsweep checkpoint file ({file if file != path else 'this'} is "
+                          f"{err.problem})") from None
+    try:
+        with fh, warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
             warnings.simplefilter("ignore")
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(key, path, "an existing bnsweep checkpoint file or directory") from None
+            state = torch.load(fh, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never pass that on
         raise ConfigError(key, path, "a bnsweep checkpoint (this file holds objects other than tensors and "
                           "plain values, which bnsweep refuses to unpickle)") from None

@@ -12,14 +12,26 @@ import dataclasses
 import functools
 import os
 import re
-import stat
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-import yaml
-
-from bnsweep.core.choices import (AttackBNMode, BNInit, BNStats, Choice, DatasetName, FinalAttack, Precision,
-                                  Schedule, TrainAttack)
+from bnsweep.core.choices import (
+    MAX_PARAMS,
+    MAX_WRN_DEPTH,
+    MAX_WRN_WIDEN,
+    MODEL_NAMES,
+    AttackBNMode,
+    AutoAttackVersion,
+    BNInit,
+    BNStats,
+    Choice,
+    DatasetName,
+    FinalAttack,
+    Precision,
+    Schedule,
+    TrainAttack,
+    check_model_name,
+)
 from bnsweep.errors import ConfigError, DataError
 
 STAGE_INIT_PREFIX = "from_stage:"
@@ -66,14 +78,17 @@ class TrialConfig:
     eval_step_255: float = 0.0  # 0: 2.5 * eps / eval_steps (Madry et al.)
     eval_restarts: int = 1
     eval_n: int = 1000
+    eval_every: int = 1  # evaluate every N epochs, and always after the last
     final_attack: str = FinalAttack.PGD.value
     final_steps: int = 50
     final_restarts: int = 1
+    final_autoattack: str = AutoAttackVersion.NONE.value  # also AutoAttack, on what final_attack left robust
+    final_autoattack_n: int = 0  # its images: the first N evaluation images (0: all eval_n)
     # run
     seed: int = 0
     device: str = "auto"
     precision: str = Precision.FP32.value
-    compile: bool = False
+    compile: bool | str = False  # true, false or "auto" (core/hardware.py)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists, not tuples) for JSON, YAML and Ray's param_space."""
@@ -93,7 +108,8 @@ class TrialConfig:
 
 
 KEYS = tuple(f.name for f in fields(TrialConfig))
-TYPES = {f.name: f.type for f in fields(TrialConfig)}  # "int", "float", "str", "bool" or the radii tuple
+# "int", "float", "str", "bool" or the radii tuple
+TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrialConfig)}
 CHOICES: dict[str, type[Choice]] = {
     "dataset": DatasetName,
     "bn_stats": BNStats,
@@ -102,6 +118,7 @@ CHOICES: dict[str, type[Choice]] = {
     "attack_bn_mode": AttackBNMode,
     "schedule": Schedule,
     "final_attack": FinalAttack,
+    "final_autoattack": AutoAttackVersion,
     "precision": Precision,
 }
 MAX_SEED = 2**32 - 1  # numpy and scikit-learn seeds (data_seed) stop here; torch's go further
@@ -126,8 +143,10 @@ _RANGES = {
     "eval_step_255": (0, 255, True),
     "eval_restarts": (1, 1000, True),
     "eval_n": (1, MAX_COUNT, True),
+    "eval_every": (1, 100_000, True),
     "final_steps": (1, 10_000, True),
     "final_restarts": (1, 1000, True),
+    "final_autoattack_n": (0, MAX_COUNT, True),
 }
 
 
@@ -152,6 +171,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(key, value, "a string", where)
+    if kind == "bool | str":  # compile: true, false or auto
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ConfigError(key, value, "true, false or auto", where)
     # eval_eps_255: a number or a non-empty list of numbers
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
@@ -168,11 +191,13 @@ def _check_range(key: str, value: float, where: str) -> None:
         raise ConfigError(key, value, f"{kind} {'>=' if inclusive else '>'} {low} and <= {high}", where)
 
 
-def _check_model(value: str, where: str) -> None:
-    from bnsweep.core.models import check_model_name
+def _check_model(value: str, width: float, where: str) -> None:
+    """A known model name, of at most MAX_PARAMS parameters at this width (before anything builds it)."""
+    from bnsweep.core.models import check_size  # builds the model on the meta device: torch
 
     try:
         check_model_name(value)
+        check_size(value, width)
     except ValueError as err:
         raise ConfigError("model", value, str(err).split("allowed: ", 1)[-1], where) from None
 
@@ -218,6 +243,7 @@ KEY_GROUPS = (
     ("trainable", "model", "width", "train_attack"),  # _check_trainable
     ("dataset", "data_dir", "download", "n_train", "n_test"),  # _check_data
     ("init", "model", "width", "dataset", "data_dir"),  # _check_checkpoint
+    ("final_attack", "final_autoattack"),  # one AutoAttack at most
 )
 
 
@@ -241,15 +267,18 @@ def make_config(values: Mapping[str, Any] | None = None, *, where: str = "",
         if key in _RANGES:
             _check_range(key, value, where)
     cfg = dataclasses.replace(base or TrialConfig(), **clean)
-    if "model" in clean or base is None:
-        _check_model(cfg.model, where)
+    if "model" in clean or "width" in clean or base is None:
+        _check_model(cfg.model, cfg.width, where)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", cfg.device):
         raise ConfigError("device", cfg.device, "auto, cpu, cuda, cuda:N, mps", where)
     if cfg.train_attack != TrainAttack.NONE and cfg.train_eps_255 == 0 and cfg.adv_fraction > 0:
         raise ConfigError("train_eps_255", cfg.train_eps_255, "a number > 0 when train_attack is not none", where)
+    if cfg.final_autoattack != AutoAttackVersion.NONE and cfg.final_attack == FinalAttack.AUTOATTACK:
+        raise ConfigError("final_autoattack", cfg.final_autoattack,
+                          "none when final_attack is autoattack (that is standard AutoAttack already)", where)
     _check_trainable(cfg, where)
     _check_init(cfg, where, check_paths)
-    paths = {"data_dir": os.path.abspath(os.path.expanduser(cfg.data_dir))}
+    paths: dict[str, Any] = {"data_dir": os.path.abspath(os.path.expanduser(cfg.data_dir))}
     if cfg.init not in ("random",) and cfg.stage_init is None:
         paths["init"] = os.path.abspath(os.path.expanduser(cfg.init))
     cfg = dataclasses.replace(cfg, **paths)
@@ -305,165 +334,11 @@ def _stage_init_string(value: Mapping[str, Any], where: str) -> str:
     return STAGE_INIT_PREFIX + value["from_stage"]
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """`key=value` strings from the command line; values are read as YAML scalars (8 -> int, true -> bool)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError("--set", item, "key=value pairs, e.g. trainable=bn", "")
-        out[key.strip()] = _yaml_scalar(raw)
-    return out
-
-
-# Bounds on any YAML bnsweep reads (sweep files, --config, --set): far above any real sweep, far
-# below what exhausts memory or Python's stack.
-MAX_FILE_BYTES = 1 << 20
-MAX_DEPTH = 50  # nesting levels, aliases followed
-MAX_VALUES = 10_000  # nodes once aliases are expanded (a 1 kB file of nested aliases expands to billions)
-MAX_INT_DIGITS = 100
-
-
-class _TooBig(yaml.MarkedYAMLError):
-    """A document past one of the bounds above."""
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, with exponent floats without a dot (1e-3, 5e-4, 1.0e5) read as numbers, and
-    bounded: nesting depth, expanded size and integer length are checked while composing, before
-    anything is constructed, so a hostile document costs no more than its own bytes.
-
-    PyYAML follows YAML 1.1, where `lr: 1e-3` is the string '1e-3' (an exponent needs a dot and a
-    sign); YAML 1.2 and every researcher read it as 0.001.
-    """
-
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0  # of the node being composed, as written
-        self._values = 0  # composed so far, aliases counted as what they expand to
-        self._expanded: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) with aliases expanded
-
-    def fetch_flow_collection_start(self, token_class):
-        # the scanner looks ahead over a whole flow collection: stop at the depth, not after it
-        if self.flow_level >= MAX_DEPTH:
-            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
-        super().fetch_flow_collection_start(token_class)
-
-    def add_indent(self, column):
-        if len(self.indents) >= MAX_DEPTH:
-            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.get_mark())
-        return super().add_indent(column)
-
-    def compose_node(self, parent, index):
-        if self._depth >= MAX_DEPTH:
-            raise _TooBig(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
-        self._depth += 1
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if id(node) in self._expanded:  # an alias: a node composed (and counted) before, once more
-            self._values += self._expanded[id(node)][0]
-        else:
-            self._measure(node)
-            self._values += 1  # its children were counted as they were composed
-        if self._values > MAX_VALUES:
-            raise _TooBig(None, None, f"more than {MAX_VALUES} values once aliases are expanded", node.start_mark)
-        return node
-
-    def _measure(self, node: yaml.Node) -> None:
-        """Record the node's size and depth with aliases expanded, from its children's."""
-        children = node.value if isinstance(node, yaml.SequenceNode) else \
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
-        measured = [self._expanded[id(child)] for child in children]
-        depth = 1 + max((m[1] for m in measured), default=0)
-        if depth > MAX_DEPTH:
-            raise _TooBig(None, None, f"nesting deeper than {MAX_DEPTH} levels once aliases are expanded",
-                          node.start_mark)
-        self._expanded[id(node)] = (1 + sum(m[0] for m in measured), depth)
-
-    def construct_mapping(self, node, deep=False):
-        """Refuse a key written twice in one mapping (YAML's loaders silently keep the last one, so
-        a second `trial:` would drop the first); keys merged in with `<<` may still be overridden."""
-        if isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key, _ in node.value:
-                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                    if (key.tag, key.value) in seen:
-                        raise yaml.constructor.ConstructorError(None, None, f"found the key {key.value!r} twice",
-                                                                key.start_mark)
-                    seen.add((key.tag, key.value))
-        return super().construct_mapping(node, deep)
-
-    def construct_yaml_int(self, node):
-        digits = len(node.value.lstrip("+-").replace("_", ""))  # hex and binary too
-        if digits > MAX_INT_DIGITS:
-            raise _TooBig(None, None, f"an integer of {digits} digits (at most {MAX_INT_DIGITS})",
-                          node.start_mark)
-        return super().construct_yaml_int(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|[-+]?\.[0-9_]+[eE][-+]?[0-9]+)$"),
-    list("-+0123456789."))
-
-
-def _yaml_scalar(raw: str) -> Any:
-    try:
-        return yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-    except yaml.YAMLError:
-        return raw
-
-
-def load_yaml(path: str) -> Any:
-    """Read a YAML file with the safe loader; errors become one-line ConfigErrors naming the file."""
-    return parse_yaml(read_text(path), path)
-
-
-def read_text(path: str) -> str:
-    """A UTF-8 text file's contents; anything else (missing, a directory or device, unreadable, over
-    MAX_FILE_BYTES, other bytes) is a ConfigError naming the file."""
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
-            kind = "directory" if stat.S_ISDIR(mode) else "device, FIFO or socket"
-            raise ConfigError("file", path, f"a YAML file, not a {kind}")
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ConfigError("file", path, "an existing YAML file") from None
-    except OSError as err:
-        raise ConfigError("file", path, f"a readable YAML file ({err.strerror})") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError("file", path, f"a YAML file of at most {MAX_FILE_BYTES >> 20} MiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError("file", path, f"UTF-8 text (byte {err.start} is not)") from None
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    """Parse YAML text with the safe loader; a parse error becomes a one-line ConfigError."""
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except _TooBig as err:
-        raise ConfigError("file", where, f"YAML within bnsweep's limits (line {err.problem_mark.line + 1}: "
-                          f"{err.problem})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        offset = getattr(err, "position", None)  # a reader error (a control character) has no mark
-        line = mark.line + 1 if mark else text.count("\n", 0, offset) + 1 if offset is not None else None
-        problem = " ".join(str(getattr(err, "problem", None) or str(err).splitlines()[0]).split())
-        at = f" (line {line})" if line else ""
-        raise ConfigError("file", where, f"valid YAML; parse error{at}: {problem}") from None
-
-
 _ALLOWED_TEXT = {
     "trainable": "an expression of groups (all, none, bn, conv, fc, stem, stageN, head, KIND@PLACE, "
                  "glob:PATTERN) joined by + and -, e.g. bn, bn+fc, bn@stage3+fc, all-stem",
-    "model": "resnet8, resnet20, resnet32, resnet56, resnet110, preact_resnet18, wrn-D-W (D = 6n+4)",
+    "model": ", ".join(MODEL_NAMES) + f", wrn-D-W (D = 6n+4 <= {MAX_WRN_DEPTH}, W <= {MAX_WRN_WIDEN}); "
+             f"at most 10^{len(str(MAX_PARAMS)) - 1} parameters at the trial's width",
     "device": "auto, cpu, cuda, cuda:N, mps",
     "init": "random, a checkpoint path, {from_stage: NAME}",
     "eval_eps_255": "a non-empty list of numbers in [0, 255]",
@@ -471,7 +346,7 @@ _ALLOWED_TEXT = {
 
 
 def allowed_values(key: str) -> str:
-    """What a trial key accepts, in words (the README's table of trial keys is generated from this)."""
+    """What a trial key accepts, in words (the docs' trial-key reference is generated from this)."""
     if key in _ALLOWED_TEXT:
         return _ALLOWED_TEXT[key]
     if key in CHOICES:
@@ -479,4 +354,5 @@ def allowed_values(key: str) -> str:
     if key in _RANGES:
         low, high, inclusive = _RANGES[key]
         return f"{'>=' if inclusive else '>'} {low}" + (f", <= {high}" if high is not None else "")
-    return {"bool": "true, false", "str": "text", "int": "an integer", "float": "a number"}[TYPES[key]]
+    return {"bool": "true, false", "bool | str": "true, false, auto", "str": "text", "int": "an integer",
+            "float": "a number"}[TYPES[key]]

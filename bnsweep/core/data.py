@@ -138,6 +138,11 @@ def load_dataset(name: str, *, data_dir: str, download: bool, n_train: int, n_te
                    augment=augment)
 
 
+def as_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1]: the one conversion (batches, evaluation, attacks)."""
+    return x_uint8.float().div_(255)
+
+
 def batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool,
             augment: bool, generator: torch.Generator | None = None
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -157,7 +162,7 @@ def batches(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle:
         xb, yb = x_uint8[idx], y[idx]
         if augment:
             xb = _flip_crop(xb, generator, gdev)
-        yield xb.float().div_(255), yb
+        yield as_float(xb), yb
 
 
 def balanced_order(y: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -15,16 +15,13 @@ import torch
 from torch import nn
 
 from bnsweep.core.attacks import pgd
-from bnsweep.core.choices import FinalAttack
+from bnsweep.core.choices import AutoAttackVersion, FinalAttack
+from bnsweep.core.data import as_float
 
 
 def eps_metric(eps_255: float) -> str:
     """Metric name of robust accuracy at a radius: 8 -> robust_acc_eps8, 0.5 -> robust_acc_eps0.5."""
     return f"robust_acc_eps{eps_255:g}"
-
-
-def as_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    return x_uint8.float().div_(255)
 
 
 @torch.no_grad()
@@ -49,6 +46,27 @@ def pgd_survivors(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, cand
         with torch.no_grad():
             survivors[chunk] = model(x_adv).argmax(1) == y[chunk]
     return survivors
+
+
+def robust_masks(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: Sequence[float],
+                 steps: int, step_255: float, restarts: int, seed: int,
+                 batch_size: int = 500) -> dict[str, torch.Tensor]:
+    """`evaluate` per example: ``{"clean_acc": mask, "robust_acc_eps{E}": mask, ...}``, boolean
+    masks of the examples classified correctly, and still so under PGD at each radius."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=x_uint8.device).manual_seed(seed)
+    try:
+        robust = correct_mask(model, x_uint8, y, batch_size)
+        out = {"clean_acc": robust}
+        for eps in sorted(set(eps_255)):
+            if eps > 0:
+                robust = pgd_survivors(model, x_uint8, y, robust, eps_255=eps, steps=steps, step_255=step_255,
+                                       restarts=restarts, generator=generator, batch_size=batch_size)
+            out[eps_metric(eps)] = robust
+        return out
+    finally:
+        model.train(was_training)
 
 
 def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: Sequence[float],
@@ -77,48 +95,66 @@ def evaluate(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_25
         >>> out["clean_acc"] >= out["robust_acc_eps2"] >= out["robust_acc_eps8"]
         True
     """
-    was_training = model.training
-    model.eval()
-    generator = torch.Generator(device=x_uint8.device).manual_seed(seed)
-    try:
-        robust = correct_mask(model, x_uint8, y, batch_size)
-        out = {"clean_acc": robust.float().mean().item()}
-        for eps in sorted(set(eps_255)):
-            if eps > 0:
-                robust = pgd_survivors(model, x_uint8, y, robust, eps_255=eps, steps=steps, step_255=step_255,
-                                       restarts=restarts, generator=generator, batch_size=batch_size)
-            out[eps_metric(eps)] = robust.float().mean().item()
-        return out
-    finally:
-        model.train(was_training)
+    masks = robust_masks(model, x_uint8, y, eps_255=eps_255, steps=steps, step_255=step_255,
+                         restarts=restarts, seed=seed, batch_size=batch_size)
+    return {name: mask.float().mean().item() for name, mask in masks.items()}
 
 
 def robust_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, attack: str,
                     eps_255: Sequence[float], steps: int, step_255: float, restarts: int,
-                    seed: int) -> dict[str, float]:
-    """Clean and robust accuracy under `attack` ("pgd": `evaluate`; "autoattack": standard
-    AutoAttack at each radius): the one final evaluation, of a trial's last epoch and of `bnsweep eval`."""
+                    seed: int, autoattack_version: str = AutoAttackVersion.STANDARD) -> dict[str, float]:
+    """Clean and robust accuracy under `attack` ("pgd": `evaluate`; "autoattack": AutoAttack's
+    `autoattack_version` at each radius, in increasing order, each on what the smaller radius left
+    robust): the one final evaluation, of a trial's last epoch and of `bnsweep eval`."""
     if attack == FinalAttack.PGD:
         return evaluate(model, x_uint8, y, eps_255=eps_255, steps=steps, step_255=step_255,
                         restarts=restarts, seed=seed)
-    out = evaluate(model, x_uint8, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=seed)
+    robust = robust_masks(model, x_uint8, y, eps_255=(), steps=1, step_255=0, restarts=1, seed=seed)["clean_acc"]
+    out = {"clean_acc": robust.float().mean().item()}
     for eps in sorted(set(eps_255)):
-        out[eps_metric(eps)] = autoattack_accuracy(model, x_uint8, y, eps_255=eps, seed=seed)
+        robust = autoattack_survivors(model, x_uint8, y, robust, eps_255=eps, version=autoattack_version, seed=seed)
+        out[eps_metric(eps)] = robust.float().mean().item()
     return out
 
 
-def autoattack_accuracy(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, *, eps_255: float,
-                        seed: int = 0, batch_size: int = 500) -> float:
-    """Robust accuracy under standard AutoAttack (pyautoattack: APGD-CE, APGD-T, FAB-T, Square)."""
+def autoattack_survivors(model: nn.Module, x_uint8: torch.Tensor, y: torch.Tensor, candidates: torch.Tensor, *,
+                         eps_255: float, version: str, seed: int, batch_size: int = 500) -> torch.Tensor:
+    r"""AutoAttack (Croce & Hein 2020, arXiv 2003.01690; pyautoattack) on the `candidates` (a mask of
+    examples classified correctly, e.g. those an earlier attack left robust); returns the mask of
+    those still classified correctly. Attacking only the candidates keeps the result at or below the
+    earlier attack's on the same images: together they are one worst case over both attacks, as
+    AutoAttack's own ensemble is. The model runs in eval mode; its training mode is restored.
+
+    Arguments:
+        version (str): ``standard`` (APGD-CE, APGD-T on 9 target classes, FAB-T, Square with 5,000
+            queries) or ``apgd-ce+apgd-t`` (its two gradient attacks with the same settings, without
+            FAB-T and Square: most of its strength for a fraction of the cost).
+        seed (int): seed of the attacks' random starts.
+    """
     from pyautoattack import AutoAttack
 
+    survivors = candidates.clone()
+    idx = candidates.nonzero().squeeze(1)
+    if len(idx) == 0:
+        return survivors
     was_training = model.training
     model.eval()
     try:
         adversary = AutoAttack(model, norm="Linf", eps=eps_255 / 255, version="standard", seed=seed,
                                device=x_uint8.device)
+        if version == AutoAttackVersion.APGD:  # standard's settings, its gradient attacks only
+            adversary.attacks_to_run = ["apgd-ce", "apgd-t"]
         logging.getLogger("auto-attack").setLevel(logging.WARNING)
-        x_adv, _ = adversary.run_standard_evaluation(as_float(x_uint8), y, batch_size=batch_size)
-        return correct_mask(model, x_adv, y, batch_size).float().mean().item()
+        x, target = as_float(x_uint8[idx]), y[idx]
+        x_adv, _ = adversary.run_standard_evaluation(x, target, batch_size=batch_size)
+        _check_inside(x_adv, x, eps_255 / 255)
+        survivors[idx] = correct_mask(model, x_adv, target, batch_size)
+        return survivors
     finally:
         model.train(was_training)
+
+
+def _check_inside(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> None:
+    """An attack's examples must lie in the eps ball around x and in [0, 1] (float rounding aside)."""
+    if not (bool(((x_adv - x).abs() <= eps + 1e-6).all()) and 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1):
+        raise RuntimeError(f"an attack returned examples outside the {eps * 255:g}/255 ball or [0, 1]")

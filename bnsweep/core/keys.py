@@ -1,12 +1,14 @@
-"""What each trial key means: the source of the README's table of trial keys (`bnsweep validate --keys`)."""
+"""What each trial key means: the source of the docs' trial-key reference (`bnsweep validate --keys`)."""
 
 from __future__ import annotations
 
 from bnsweep.core.config import KEYS, TrialConfig, allowed_values
+from bnsweep.core.hardware import AUTO_COMPILE_MIN_BATCHES
 
 MEANING = {
     "dataset": "data set: torchvision CIFAR, an image `folder`, synthetic `planted`, scikit-learn `digits`",
-    "data_dir": "where the data set's files are (CIFAR: a directory; folder: a directory or .tar/.tar.gz); shared on a cluster",
+    "data_dir": "where the data set's files are (CIFAR: a directory; folder: a directory or .tar/.tar.gz); "
+                "shared on a cluster",
     "download": "let torchvision download CIFAR into `data_dir`",
     "n_train": "training images (0: the whole split; `planted`: 10,000), a class-balanced draw",
     "n_test": "test images (0: the whole split; `planted`: 2,000)",
@@ -37,13 +39,20 @@ MEANING = {
     "eval_step_255": "its step size (0: 2.5 x eps / steps, Madry et al. 2018)",
     "eval_restarts": "random restarts of the per-epoch evaluation",
     "eval_n": "test examples evaluated (the first `eval_n`)",
+    "eval_every": "evaluate every N-th epoch and always the last (epochs between report training metrics only)",
     "final_attack": "strongest evaluation, once at the end (`autoattack`: standard AutoAttack, Croce & Hein 2020)",
     "final_steps": "PGD iterations of the final evaluation",
     "final_restarts": "random restarts of the final evaluation",
+    "final_autoattack": "AutoAttack at the end as well, on what `final_attack` left robust (metric "
+                        "`final_autoattack_acc`); `apgd-ce+apgd-t`: its two gradient attacks, standard settings",
+    "final_autoattack_n": "images `final_autoattack` attacks: the first N evaluation images, class-balanced "
+                          "(0: all `eval_n`)",
     "seed": "seed of initialisation, batch order and attacks",
     "device": "`auto` picks CUDA when present",
-    "precision": "`bf16` autocasts training and attack forward passes (evaluation stays fp32)",
-    "compile": "`torch.compile` the model",
+    "precision": "`bf16` autocasts training and attack forward passes (evaluation stays fp32); `auto`: bf16 "
+                 "where the device computes it natively (CUDA sm80+, CPU with AVX-512 BF16 or AMX), else fp32",
+    "compile": "`torch.compile` the model for training and attacks; `auto`: where a compiler is found and the "
+               f"trial trains at least {AUTO_COMPILE_MIN_BATCHES} batches",
 }
 
 

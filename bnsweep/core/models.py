@@ -11,17 +11,14 @@ before them is the stem, what comes after them the head (the places `trainable` 
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("resnet8", "resnet20", "resnet32", "resnet56", "resnet110", "preact_resnet18")
-_RESNET_DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet56": 56, "resnet110": 110}
-_WRN = re.compile(r"wrn-(\d+)-(\d+)")
-_ALLOWED = ", ".join(MODEL_NAMES) + ", wrn-D-W (D = 6n+4, W >= 1, e.g. wrn-28-10)"
+from bnsweep.core.choices import MAX_PARAMS, RESNET_DEPTHS, check_model_name, parse_wrn
 
 
 def _channels(base: int, width: float) -> int:
@@ -35,12 +32,16 @@ def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 class Normalize(nn.Module):
     """(x - mean) / std with per-channel buffers of shape (1, 3, 1, 1), saved in the state dict."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel (x - mean) / std: the model normalises its [0, 1] input itself."""
         return (x - self.mean) / self.std
 
 
@@ -49,6 +50,7 @@ class Normalize(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 class BasicBlock(nn.Module):
+    """The CIFAR ResNet block (He et al. 2016): two 3x3 convolutions, BN after each, identity or 1x1 shortcut."""
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.conv1 = _conv3x3(c_in, c_out, stride)
@@ -61,12 +63,14 @@ class BasicBlock(nn.Module):
                                           nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: ReLU of the two convolutions plus the shortcut."""
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 images (He et al. 2016, section 4.2): stem, three stages, pooling, `fc`."""
     def __init__(self, depth: int, num_classes: int, width: float, norm: Normalize):
         super().__init__()
         self.normalize = norm
@@ -80,6 +84,7 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(c3, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images in [0, 1]."""
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
@@ -95,6 +100,7 @@ def _stage(block: type[nn.Module], c_in: int, c_out: int, n: int, stride: int) -
 # ---------------------------------------------------------------------------------------------
 
 class PreActBlock(nn.Module):
+    """The pre-activation block (He et al. 2016b): BN and ReLU before each convolution."""
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(c_in)
@@ -106,6 +112,7 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: the two pre-activated convolutions plus the shortcut."""
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
@@ -114,6 +121,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
+    """PreAct ResNet-18, the usual network of adversarial-training papers on CIFAR."""
     def __init__(self, num_classes: int, width: float, norm: Normalize):
         super().__init__()
         self.normalize = norm
@@ -127,6 +135,7 @@ class PreActResNet18(nn.Module):
         self.fc = nn.Linear(c[3], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images in [0, 1]."""
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(self.normalize(x))))))
         out = F.relu(self.bn(out))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
@@ -137,6 +146,7 @@ class PreActResNet18(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 class WideResNet(nn.Module):
+    """WRN-D-W (Zagoruyko & Komodakis 2016): pre-activation blocks, W times wider."""
     def __init__(self, depth: int, widen: int, num_classes: int, width: float, norm: Normalize):
         super().__init__()
         self.normalize = norm
@@ -151,6 +161,7 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(c3, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images in [0, 1]."""
         out = self.layer3(self.layer2(self.layer1(self.conv1(self.normalize(x)))))
         out = F.relu(self.bn(out))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
@@ -160,21 +171,19 @@ class WideResNet(nn.Module):
 # Public entry points
 # ---------------------------------------------------------------------------------------------
 
-def _parse_wrn(name: str) -> tuple[int, int] | None:
-    m = _WRN.fullmatch(name)
-    if m is None:
-        return None
-    depth, widen = int(m.group(1)), int(m.group(2))
-    if depth < 10 or (depth - 4) % 6 != 0 or widen < 1:
-        return None
-    return depth, widen
+@functools.lru_cache(maxsize=64)
+def parameter_count(name: str, width: float = 1.0, num_classes: int = 10) -> int:
+    """Parameters of `name` at `width`, counted on the meta device (no memory; wrn-1000-1 takes 3 s)."""
+    return sum(p.numel() for p in skeleton(name, num_classes, width=width).parameters())
 
 
-def check_model_name(name: str) -> None:
-    """Raise ValueError (one line: the value and what is allowed) unless `name` is a known model."""
-    if name in MODEL_NAMES or (isinstance(name, str) and _parse_wrn(name) is not None):
-        return
-    raise ValueError(f"model: {name!r} is not allowed; allowed: {_ALLOWED}")
+def check_size(name: str, width: float, num_classes: int = 10) -> None:
+    """Raise ValueError (one line) when `name` at `width` has more than MAX_PARAMS parameters."""
+    check_model_name(name)
+    n = parameter_count(name, width, num_classes)
+    if n > MAX_PARAMS:
+        raise ValueError(f"model: {name!r} is not allowed; allowed: a model of at most {MAX_PARAMS:,} "
+                         f"parameters (at width {width:g} it has {n:,})")
 
 
 def build_model(name: str, num_classes: int, *, width: float = 1.0,
@@ -207,9 +216,9 @@ def _architecture(name: str, num_classes: int, width: float, mean: Sequence[floa
     if not width > 0:
         raise ValueError(f"width: {width!r} is not allowed; allowed: a number > 0")
     norm = Normalize(mean, std)
-    if name in _RESNET_DEPTHS:
-        return CifarResNet(_RESNET_DEPTHS[name], num_classes, width, norm)
+    if name in RESNET_DEPTHS:
+        return CifarResNet(RESNET_DEPTHS[name], num_classes, width, norm)
     if name == "preact_resnet18":
         return PreActResNet18(num_classes, width, norm)
-    depth, widen = _parse_wrn(name)  # type: ignore[misc]  # validated by check_model_name
+    depth, widen = parse_wrn(name)  # type: ignore[misc]  # validated by check_model_name
     return WideResNet(depth, widen, num_classes, width, norm)

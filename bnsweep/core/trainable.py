@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
-from typing import Collection, Iterator
+from typing import Collection, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -38,10 +38,11 @@ class SelectionError(ValueError):
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of `model`, in module order."""
     return [m for m in model.modules() if isinstance(m, BN_TYPES)]
 
 
-def _params_of(model: nn.Module, types: tuple[type, ...]) -> set[str]:
+def _params_of(model: nn.Module, types: tuple[type[nn.Module], ...]) -> set[str]:
     return {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, types)
             for p, _ in m.named_parameters(recurse=False)}
 
@@ -62,7 +63,7 @@ def places(model: nn.Module) -> dict[str, set[str]]:
 def kinds(model: nn.Module) -> dict[str, set[str]]:
     """Parameter names by kind: BatchNorm affine parameters, convolution weights, the classifier."""
     return {"bn": _params_of(model, BN_TYPES), "conv": _params_of(model, (nn.Conv2d,)),
-            "fc": {f"fc.{p}" for p, _ in model.fc.named_parameters()}}
+            "fc": {f"fc.{p}" for p, _ in model.get_submodule("fc").named_parameters()}}
 
 
 def groups(model: nn.Module) -> dict[str, set[str]]:
@@ -156,7 +157,7 @@ def set_trainable(model: nn.Module, names: Collection[str]) -> list[nn.Parameter
     return params
 
 
-def moving_bn(model: nn.Module, bn_stats: str, selected: Collection[str] = ()) -> list[nn.Module]:
+def moving_bn(model: nn.Module, bn_stats: str, selected: Collection[str] = ()) -> Sequence[nn.Module]:
     """The BN layers whose running statistics move in training: every one (`update`), none
     (`frozen`), or those with a parameter in the trainable selection (`selected`)."""
     if bn_stats != BNStats.SELECTED:
@@ -195,8 +196,8 @@ def bn_mode(model: nn.Module, mode: str, bn_stats: str, selected: Collection[str
     batch_stats = moving_bn(model, bn_stats, selected) if mode == AttackBNMode.TRAIN else []
     saved = [{k: v.clone() for k, v in m.state_dict().items() if k.startswith(("running_", "num_batches"))}
              for m in batch_stats]
-    for m in layers:
-        m.train(m in batch_stats)
+    for layer in layers:
+        layer.train(layer in batch_stats)
     try:
         yield
     finally:

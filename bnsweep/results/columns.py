@@ -6,29 +6,33 @@ is a trial key here too.
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bnsweep.core.choices import FinalAttack, TrainAttack
+from bnsweep.core.choices import AutoAttackVersion, FinalAttack, TrainAttack
 from bnsweep.core.config import KEYS, TrialConfig
+from bnsweep.layout.labels import EPS_COLUMN, is_missing
 
 TRIAL_KEYS = ("stage", *KEYS)
 # A reported metric whose name is also a trial key (e.g. `lr`: base vs current) gets this suffix.
 COLLISION_SUFFIX = "_reported"
 DEFAULT_METRIC, DEFAULT_MODE = "robust_acc", "max"  # a stage's objective when its sweep file is missing
-EPS_COLUMN = re.compile(r"^robust_acc_eps(\d+(?:\.\d+)?(?:e-?\d+)?)$")
+# Made-up results (`bnsweep.testing` reports the metric `synthetic` in every row) say so in every title.
+SYNTHETIC = "synthetic"
+SYNTHETIC_TITLE = "SYNTHETIC: made-up numbers (bnsweep.testing), not measured"
+
 # Keys that mean nothing for some trials: {deciding key: {its value: keys unused then}}. A clean
-# trial never ran PGD, FGSM takes one step, AutoAttack has its own steps and restarts.
-NOT_APPLICABLE = {
+# trial never ran PGD, FGSM takes one step, AutoAttack has its own steps and restarts, and no
+# AutoAttack column attacks no images.
+NOT_APPLICABLE: dict[str, dict[str, tuple[str, ...]]] = {
     "train_attack": {TrainAttack.NONE: ("train_eps_255", "train_steps", "train_step_255", "attack_bn_mode",
                                         "adv_fraction"),
                      TrainAttack.FGSM: ("train_steps",)},
     "final_attack": {FinalAttack.NONE: ("final_steps", "final_restarts"),
                      FinalAttack.AUTOATTACK: ("final_steps", "final_restarts")},
+    "final_autoattack": {AutoAttackVersion.NONE: ("final_autoattack_n",)},
 }
 
 
@@ -45,9 +49,9 @@ def eps_columns(df: pd.DataFrame) -> dict[float, str]:
     return dict(sorted(found.items()))
 
 
-def is_missing(value: Any) -> bool:
-    """None, NaN or NA (a list or tuple is a value, never missing)."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+def synthetic(df: pd.DataFrame) -> bool:
+    """Whether the trials' numbers are made up (reported `synthetic` by `bnsweep.testing`)."""
+    return SYNTHETIC in df.columns and bool(df[SYNTHETIC].astype("boolean").fillna(False).any())
 
 
 def not_applicable(df: pd.DataFrame) -> dict[str, pd.Series]:

@@ -17,9 +17,21 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bnsweep.core.choices import FinalAttack, TrainAttack
-from bnsweep.results.columns import eps_columns, robust_at, study_radii
-from bnsweep.results.tables import format_value, metric_columns, metric_label, setting_label, settings_frame
+from bnsweep.core.choices import DONE, FinalAttack, TrainAttack
+from bnsweep.layout.labels import format_value
+from bnsweep.results.columns import (
+    SYNTHETIC_TITLE,
+    eps_columns,
+    robust_at,
+    study_radii,
+    synthetic,
+)
+from bnsweep.results.tables import (
+    metric_columns,
+    metric_label,
+    setting_label,
+    settings_frame,
+)
 
 # The study's trainable sets in the paper's order; other expressions follow, sorted.
 STUDY_TRAINABLE = ("all", "bn", "bn+fc", "fc", "none")
@@ -46,12 +58,12 @@ def _groups(df: pd.DataFrame, statuses: Sequence[str]) -> Iterator[tuple[int, in
         raise ValueError(f"no trials with status {', '.join(statuses)} to plot")
     frame, varying = settings_frame(df)
     groups = list(frame.groupby(varying, dropna=False, sort=True))
-    for key in [k for k in ("stage", "experiment") if k in varying]:  # pipeline order, not A-Z
-        order = {v: i for i, v in enumerate(dict.fromkeys(frame[key]))}
-        groups.sort(key=lambda kg: order[kg[1][key].iloc[0]])
+    for column in [k for k in ("stage", "experiment") if k in varying]:  # pipeline order, not A-Z
+        order = {v: i for i, v in enumerate(dict.fromkeys(frame[column]))}
+        groups.sort(key=lambda kg: order[kg[1][column].iloc[0]])
     shown = _legend_keys(frame, varying)
-    for i, (key, g) in enumerate(groups):
-        key = key if isinstance(key, tuple) and len(key) == len(varying) else (key,)
+    for i, (group, g) in enumerate(groups):
+        key = group if isinstance(group, tuple) and len(group) == len(varying) else (group,)
         n = g["trial_id"].nunique() if "trial_id" in g.columns else len(g)
         label = setting_label(shown, [v for k, v in zip(varying, key) if k in shown]) + f" (n={n})"
         yield i, len(groups), label, g
@@ -67,15 +79,16 @@ def _legend_keys(frame: pd.DataFrame, varying: list[str]) -> list[str]:
             if k == "stage" or (per_stage[k].agg(lambda s: s.astype(str).nunique()) > 1).any()]
 
 
-def _finish(fig: Figure, title: str) -> Figure:
+def _finish(fig: Figure, title: str, df: pd.DataFrame) -> Figure:
+    """Legend below the axes; the title, which says when the numbers are made up."""
     handles, labels = fig.axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(2, len(labels)),
                fontsize="small", frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(f"{SYNTHETIC_TITLE}\n{title}" if synthetic(df) else title)
     return fig
 
 
-def robustness_curves(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) -> Figure:
+def robustness_curves(df: pd.DataFrame, statuses: Sequence[str] = DONE) -> Figure:
     """Robust accuracy (%) against the L-inf radius, one line per setting, error bars = std over
     seeds, from the `robust_acc_eps{E}` columns of `results.load`."""
     eps = eps_columns(df)
@@ -95,10 +108,10 @@ def robustness_curves(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",
     ax.set_ylabel("Robust accuracy (%)")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
-    return _finish(fig, "Robust accuracy against ε (mean ± std over seeds)")
+    return _finish(fig, "Robust accuracy against ε (mean ± std over seeds)", df)
 
 
-def training_curves(hist: pd.DataFrame, statuses: Sequence[str] = ("terminated",),
+def training_curves(hist: pd.DataFrame, statuses: Sequence[str] = DONE,
                     metrics: Sequence[str] = ("clean_acc", "robust_acc")) -> Figure:
     """Accuracy (%) per epoch, one panel per metric, one line per setting (mean over seeds,
     shaded ± std), from `results.history`. `robust_acc` is drawn at the study's radius for every
@@ -107,7 +120,8 @@ def training_curves(hist: pd.DataFrame, statuses: Sequence[str] = ("terminated",
     values = metric_columns(hist, metrics)
     if values.empty:
         raise ValueError("history has none of the accuracy columns clean_acc, robust_acc")
-    hist, metrics = hist.assign(**values), list(values.columns)
+    # epochs without an evaluation (`eval_every`) have no accuracy: the lines join the evaluated ones
+    hist, metrics = hist.assign(**values).dropna(subset=list(values.columns), how="all"), list(values.columns)
     x = "epoch" if "epoch" in hist.columns else "training_iteration"
     fig = Figure(figsize=(5 * len(metrics), 5.5), layout="constrained")
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
@@ -126,7 +140,7 @@ def training_curves(hist: pd.DataFrame, statuses: Sequence[str] = ("terminated",
                      else f"{label.capitalize()} accuracy")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("Accuracy (%)")
-    return _finish(fig, "Accuracy per epoch (mean ± std over seeds)")
+    return _finish(fig, "Accuracy per epoch (mean ± std over seeds)", hist)
 
 
 def _study_metrics(df: pd.DataFrame, eps: float) -> tuple[pd.Series, pd.Series, str]:
@@ -163,7 +177,7 @@ def _bar_panel(ax: Any, trainable: pd.Series, sets: list[str],
     return seeds
 
 
-def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) -> Figure:
+def study_figure(df: pd.DataFrame, statuses: Sequence[str] = DONE) -> Figure:
     """The study's comparison from `results.load`: one panel per init (and per other setting that
     varies), clean and robust accuracy (%) per trainable set as grouped bars, error bars = std over
     seeds.
@@ -203,7 +217,7 @@ def study_figure(df: pd.DataFrame, statuses: Sequence[str] = ("terminated",)) ->
         ax.set_axisbelow(True)
     axes[0].set_ylabel("Accuracy (%)")
     n = "-".join(map(str, sorted({min(seeds), max(seeds)}))) if seeds else "0"
-    return _finish(fig, f"Accuracy per trainable set (mean ± std over {n} seeds)")
+    return _finish(fig, f"Accuracy per trainable set (mean ± std over {n} seeds)", df)
 
 
 def save_figure(fig: Figure, path: str | Path) -> list[Path]:
@@ -212,5 +226,5 @@ def save_figure(fig: Figure, path: str | Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")  # long legends below the axes stay whole
-    fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # same figure, same bytes
     return paths

@@ -3,6 +3,7 @@
 Only JSON and text files are read (`experiment_state-*.json`, `params.json`, `result.json`,
 `error.txt`), never pickles, so results of a running, interrupted or partly failed sweep load
 safely, from a local path or from any URI `pyarrow.fs` understands (`s3://`, `gs://`, `file://`).
+A run record (`bnsweep record`, see `results.record`) reads as the experiment it was made from.
 
     from bnsweep import results
     df = results.load("results/demo")        # one row per trial
@@ -16,6 +17,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,14 +27,25 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
+from bnsweep import files
+from bnsweep.core.choices import TrialStatus
 from bnsweep.errors import ConfigError, DamagedWarning, DataError, NoExperimentError
+from bnsweep.layout.paths import SWEEP_FILE, filesystem, open_file, read_file
+from bnsweep.layout.state import load_state
+from bnsweep.layout.tune import (
+    STATE_PATTERN,
+    SnapshotUnreadable,
+    all_rows,
+    last_rows,
+    newest_snapshot,
+    read_snapshot,
+)
 from bnsweep.results.columns import COLLISION_SUFFIX, DEFAULT_METRIC, DEFAULT_MODE
-from bnsweep.sweep.storage import SWEEP_FILE, filesystem
+from bnsweep.results.record import EPOCHS_FILE, TRIALS_FILE, is_record, read_record
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
 
-STATE_PATTERN = "experiment_state-*.json"
 IDENTITY_COLUMNS = ["experiment", "stage", "trial_id", "status", "error"]
 LOCATION_COLUMNS = ["checkpoint", "trial_dir", "start_time", "num_failures"]
 # Ray's bookkeeping keys that say nothing about the trial (or are replaced by a better column).
@@ -40,9 +53,10 @@ DROPPED_RAY_KEYS = frozenset({
     "config", "checkpoint_dir_name", "should_checkpoint", "done", "experiment_tag", "pid", "date",
     "node_ip", "time_since_restore", "iterations_since_restore", "trial_id",
 })
-RAY_STATUS = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused",
-              "TERMINATED": "terminated", "ERROR": "error"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Bounds on what is read of a file (Ray's files: layout.tune):
+MAX_TEXT_BYTES = 16 << 20  # params.json, sweep.yaml
+ERROR_TAIL_BYTES = 64 << 10  # of error.txt only its last line is shown
 
 
 @dataclass(eq=False)
@@ -81,8 +95,22 @@ class _Trial:
 # ----------------------------------------------------------------------------- discovery
 
 
-def _list(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
-    return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+def _list(fs: pafs.FileSystem, path: str, uri: str | None = None) -> list[pafs.FileInfo]:
+    """The entries of a directory. With `uri` (a directory inside an experiment), locally a symbolic
+    link or a special file (FIFO, device) is left out with a DamagedWarning: nothing reads through a
+    link out of the experiment or blocks on a FIFO."""
+    entries = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    if uri is None or not isinstance(fs, pafs.LocalFileSystem):
+        return entries
+    kept = []
+    for e in entries:
+        mode = os.lstat(e.path).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            kept.append(e)
+        else:
+            warnings.warn(f"{uri}/{e.base_name}: {files.kind(mode)} in an experiment directory; not followed",
+                          DamagedWarning, stacklevel=3)
+    return kept
 
 
 def _is_experiment(entries: Iterable[pafs.FileInfo]) -> bool:
@@ -90,21 +118,20 @@ def _is_experiment(entries: Iterable[pafs.FileInfo]) -> bool:
                for e in entries if e.type == pafs.FileType.File)
 
 
-def _read_text(fs: pafs.FileSystem, path: str) -> str:
-    with fs.open_input_stream(path) as f:
-        return f.readall().decode("utf-8", errors="replace")
+def _read_text(fs: pafs.FileSystem, path: str, uri: str, limit: int = MAX_TEXT_BYTES) -> str:
+    return read_file(fs, path, uri, limit).decode("utf-8", errors="replace")
 
 
 def _sweep_objectives(fs: pafs.FileSystem, sweep_dir: str) -> tuple[list[str], dict[str, tuple]]:
     """Stage order and (metric, mode) per stage from the sweep's copied `sweep.yaml`, if any."""
-    from bnsweep.sweep.spec import stage_objectives
+    from bnsweep.layout.plans import stage_objectives
 
     path = posixpath.join(sweep_dir, SWEEP_FILE)
-    if fs.get_file_info(path).type != pafs.FileType.File:
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
         return [], {}
     try:
-        objectives = stage_objectives(_read_text(fs, path), path)
-    except ConfigError as err:
+        objectives = stage_objectives(_read_text(fs, path, path), path)
+    except (ConfigError, DataError) as err:
         warnings.warn(f"{path}: damaged, stage order and objectives not read ({err})", DamagedWarning, stacklevel=2)
         return [], {}
     return list(objectives), objectives
@@ -115,6 +142,8 @@ def _experiments_at(path: PathLike) -> list[Experiment]:
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         raise NoExperimentError(f"{os.fspath(path)}: no such directory")
     entries = _list(fs, root)
+    # A damaged state file is refused (DataError) here as by every command: restore it or delete it.
+    load_state(prefix + (posixpath.dirname(root) if _is_experiment(entries) else root))
     if _is_experiment(entries):
         parent = posixpath.dirname(root)
         order, objectives = _sweep_objectives(fs, parent)
@@ -122,7 +151,7 @@ def _experiments_at(path: PathLike) -> list[Experiment]:
         metric, mode = objectives.get(stage, (DEFAULT_METRIC, DEFAULT_MODE))
         return [Experiment(fs, root, prefix, posixpath.basename(parent), stage, metric, mode)]
     order, objectives = _sweep_objectives(fs, root)
-    stages = [e.base_name for e in entries
+    stages = [e.base_name for e in _list(fs, root, prefix + root)
               if e.type == pafs.FileType.Directory and _is_experiment(_list(fs, e.path))]
     stages.sort(key=lambda s: (order.index(s) if s in order else len(order), s))
     name = posixpath.basename(root)
@@ -158,95 +187,21 @@ def _state_trials(exp: Experiment, entries: list[pafs.FileInfo], strict: bool) -
     """Trials from the newest experiment_state-*.json (status, config, error file), by logdir.
     A snapshot that does not read as Ray writes it is passed over (warning), as if not there yet;
     `strict`: DataError instead."""
-    names = [e.base_name for e in entries if fnmatch.fnmatch(e.base_name, STATE_PATTERN)]
-    if not names:
+    name = newest_snapshot(e.base_name for e in entries)
+    if name is None:
         return {}
-    uri = exp.uri(max(names))
+    uri = exp.uri(name)
     try:
-        state = json.loads(_read_text(exp.fs, uri[len(exp.prefix):]))
-        trials = {}
-        for trial_json, runtime_json in state["trial_data"]:
-            spec, runtime = json.loads(trial_json), json.loads(runtime_json)
-            logdir = spec.get("relative_logdir") or spec["trial_id"]
-            if not isinstance(logdir, str) or not isinstance(spec.get("config", {}), dict):
-                raise TypeError("trial without a directory or a config")
-            trials[logdir] = _Trial(
-                logdir=logdir, trial_id=spec.get("trial_id"), ray_status=spec.get("status"),
-                config=spec.get("config"), start_time=runtime.get("start_time"),
-                num_failures=runtime.get("num_failures"))
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        listed = read_snapshot(exp.fs, uri[len(exp.prefix):], uri)
+    except DataError as err:
         if strict:
-            raise DataError(f"{uri}: damaged ({type(err).__name__}: {err})") from None
-        if not isinstance(err, json.JSONDecodeError):  # a snapshot being rewritten is not damage
+            raise
+        if not isinstance(err, SnapshotUnreadable):  # a snapshot being rewritten is not damage
             warnings.warn(f"{uri}: damaged, trial statuses read from the trial directories instead",
                           DamagedWarning, stacklevel=2)
         return {}
-    return trials
-
-
-def _row(line: bytes, uri: str) -> dict[str, Any]:
-    """One complete line of result.json: a JSON object as Ray's logger writes it, else DataError."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        row = None
-    if not _is_row(row):
-        raise DataError(f"{uri}: damaged (a line that is not a result row: {line[:60].decode(errors='replace')!r})")
-    return row
-
-
-def _is_row(row: Any) -> bool:
-    return (isinstance(row, dict) and isinstance(row.get("training_iteration", 0), int)
-            and isinstance(row.get("trial_id", ""), str) and isinstance(row.get("config", {}), dict))
-
-
-def _rows(data: bytes, uri: str) -> list[dict[str, Any]]:
-    """The rows of result.json text: complete lines must be rows; a last line without its newline
-    that is not JSON yet is one being written (a cut JSON object is never valid JSON) and is left out."""
-    *complete, tail = data.split(b"\n")
-    rows = [_row(line, uri) for line in complete if line.strip()]
-    try:
-        json.loads(tail)
-    except ValueError:
-        return rows
-    return rows + [_row(tail, uri)]
-
-
-def _last_row(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
-    """The last complete row of result.json, reading only the file's tail."""
-    with fs.open_input_file(path) as f:
-        size, block = f.size(), 8192
-        while True:
-            start = max(0, size - block)
-            f.seek(start)
-            *complete, tail = f.read(size - start).split(b"\n")
-            if start > 0:  # the block starts inside a line
-                if not complete:
-                    block *= 8
-                    continue
-                complete = complete[1:]
-            last = [line for line in complete if line.strip()][-1:]  # only the row needed is checked
-            rows = _rows(b"\n".join([*last, tail]), uri)
-            if rows or start == 0:
-                return rows[-1:]
-            block *= 8
-
-
-def _all_rows(fs: pafs.FileSystem, path: str, uri: str) -> list[dict[str, Any]]:
-    """Every row of result.json; a re-reported iteration (after a restore) keeps its last row."""
-    with fs.open_input_stream(path) as f:
-        data = f.readall()
-    try:  # one parse of the whole file is ~30% faster than one per line
-        stripped = data.strip()
-        rows = json.loads(b"[" + stripped.replace(b"\n", b",") + b"]") if stripped else []
-        if not all(map(_is_row, rows)):
-            raise ValueError("not rows")
-    except ValueError:  # a line still being written, or damage: line by line, to tell which
-        rows = _rows(data, uri)
-    iterations = [r.get("training_iteration") for r in rows]
-    if len(set(iterations)) == len(rows):
-        return rows
-    return list({it: r for it, r in zip(iterations, rows)}.values())
+    return {t.logdir: _Trial(logdir=t.logdir, trial_id=t.trial_id, ray_status=t.status, config=t.config,
+                             start_time=t.start_time, num_failures=t.num_failures) for t in listed}
 
 
 def _error_message(text: str) -> str:
@@ -255,9 +210,18 @@ def _error_message(text: str) -> str:
     return lines[-1] if lines else "error.txt is empty"
 
 
+def _tail(fs: pafs.FileSystem, path: str, uri: str) -> str:
+    """The last ERROR_TAIL_BYTES of a text file (Ray's error.txt: its last line is the message)."""
+    f, size = open_file(fs, path, uri, 1 << 62)
+    with f:
+        f.seek(max(0, size - ERROR_TAIL_BYTES))
+        return f.read(ERROR_TAIL_BYTES).decode("utf-8", errors="replace")
+
+
 def _params(exp: Experiment, path: str) -> dict[str, Any]:
+    text = _read_text(exp.fs, path, exp.prefix + path)
     try:
-        params = json.loads(_read_text(exp.fs, path))
+        params = json.loads(text)
     except ValueError:
         params = None
     if not isinstance(params, dict):
@@ -267,19 +231,24 @@ def _params(exp: Experiment, path: str) -> dict[str, Any]:
 
 def _fill_from_dir(exp: Experiment, trial: _Trial, full: bool) -> _Trial:
     """Read the trial directory: result rows, newest checkpoint, error text, params.json.
-    A file that does not read as Ray writes it raises DataError naming it."""
+    A file that does not read as Ray writes it (a symbolic link or a FIFO included) raises DataError
+    naming it; a linked checkpoint directory is not listed."""
     tdir = posixpath.join(exp.path, trial.logdir)
+    local = isinstance(exp.fs, pafs.LocalFileSystem)
+    if local and os.path.islink(tdir):
+        raise DataError(f"{exp.uri(trial.logdir)}: a symbolic link in an experiment directory; not followed")
     entries = {e.base_name: e for e in _list(exp.fs, tdir)}
     trial.has_dir = bool(entries)
     params = _params(exp, entries["params.json"].path) if "params.json" in entries else None
     if "result.json" in entries:
         path = entries["result.json"].path
-        trial.rows = (_all_rows if full else _last_row)(exp.fs, path, exp.prefix + path)
-    checkpoints = sorted(n for n, e in entries.items()
-                         if n.startswith("checkpoint_") and e.type == pafs.FileType.Directory)
+        trial.rows = (all_rows if full else last_rows)(exp.fs, path, exp.prefix + path)
+    checkpoints = sorted(n for n, e in entries.items() if n.startswith("checkpoint_")
+                         and e.type == pafs.FileType.Directory and not (local and os.path.islink(e.path)))
     trial.checkpoint = exp.uri(trial.logdir, checkpoints[-1]) if checkpoints else None
-    if "error.txt" in entries and trial.ray_status in (None, "ERROR"):
-        trial.error_text = _error_message(_read_text(exp.fs, entries["error.txt"].path))
+    if "error.txt" in entries and trial.ray_status in (None, "ERROR"):  # Ray's spelling
+        error_file = entries["error.txt"].path
+        trial.error_text = _error_message(_tail(exp.fs, error_file, exp.prefix + error_file))
     if trial.config is None and trial.rows:
         trial.config = trial.rows[-1].get("config")
     if trial.config is None:
@@ -292,7 +261,7 @@ def _fill_from_dir(exp: Experiment, trial: _Trial, full: bool) -> _Trial:
 def _scan(exp: Experiment, full: bool, strict: bool = False) -> list[_Trial]:
     """All trials of one experiment: those in the state snapshot plus directories it lacks yet.
     A damaged trial is skipped with a DamagedWarning naming the file (`strict`: DataError)."""
-    entries = _list(exp.fs, exp.path)
+    entries = _list(exp.fs, exp.path, exp.uri())
     trials = _state_trials(exp, entries, strict)
     for e in entries:
         if e.type == pafs.FileType.Directory and e.base_name not in trials:
@@ -318,15 +287,14 @@ def _scan(exp: Experiment, full: bool, strict: bool = False) -> list[_Trial]:
 def _status(trial: _Trial) -> tuple[str, str | None]:
     """(status, error): Ray's status, corrected by what the trial directory shows."""
     last = trial.rows[-1] if trial.rows else {}
+    status = TrialStatus.from_ray(trial.ray_status)
     if last.get("diverged"):
-        return "diverged", str(last.get("diverged_reason") or "diverged")
-    if trial.ray_status == "ERROR" or (trial.ray_status is None and trial.error_text):
-        return "error", trial.error_text or "error (no error.txt found)"
-    if trial.ray_status in (None, "PENDING") and trial.rows:
-        return "running", None  # the state snapshot is older than the trial's results
-    if trial.ray_status is None:
-        return "pending", None
-    return RAY_STATUS.get(trial.ray_status, trial.ray_status.lower()), None
+        return TrialStatus.DIVERGED.value, str(last.get("diverged_reason") or "diverged")
+    if status == TrialStatus.ERROR or (trial.ray_status is None and trial.error_text):
+        return TrialStatus.ERROR.value, trial.error_text or "error (no error.txt found)"
+    if status == TrialStatus.PENDING and trial.rows:
+        return TrialStatus.RUNNING.value, None  # the state snapshot is older than the trial's results
+    return status, None
 
 
 # ----------------------------------------------------------------------------- frames
@@ -419,6 +387,21 @@ def check_experiment(root: PathLike) -> None:
                             "(restore the file from a copy)") from None
 
 
+def _frames(paths: Paths, record_file: str, build) -> pd.DataFrame:
+    """The frame `build` makes of the experiments under `paths`; a record among them gives its
+    `record_file` instead, and several sources are stacked in the order given."""
+    given = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not any(is_record(p) for p in given):
+        return build(find_experiments(given))
+    frames = [read_record(p).frame(record_file) if is_record(p) else build(find_experiments(p)) for p in given]
+    if len(frames) == 1:
+        return frames[0]
+    df = _tidy_dtypes(pd.concat(frames, ignore_index=True))
+    df.attrs.update({key: _ordered_union([f.attrs.get(key, []) for f in frames])
+                     for key in ("trial_keys", "metric_keys")})
+    return df
+
+
 def load(paths: Paths) -> pd.DataFrame:
     """One row per trial: experiment, stage, trial_id, status, error, the trial keys as plain
     columns, the last reported (and final) metrics, the newest checkpoint and the trial directory.
@@ -428,13 +411,18 @@ def load(paths: Paths) -> pd.DataFrame:
     `df.attrs["metric_keys"]` name the two kinds of column. A reported metric named like a trial
     key (e.g. the epoch's `lr`) is renamed with the suffix `_reported`.
     """
-    return _trial_frame([(exp, _scan(exp, full=False)) for exp in find_experiments(paths)])
+    return _frames(paths, TRIALS_FILE,
+                   lambda experiments: _trial_frame([(exp, _scan(exp, full=False)) for exp in experiments]))
 
 
 def history(paths: Paths) -> pd.DataFrame:
     """One row per trial and reported epoch: the trial's identity, status and keys, then the
     metrics of that epoch (the trial keys repeat on every row, ready for groupby)."""
-    scanned = [(exp, _scan(exp, full=True)) for exp in find_experiments(paths)]
+    return _frames(paths, EPOCHS_FILE, _history_frame)
+
+
+def _history_frame(experiments: list[Experiment]) -> pd.DataFrame:
+    scanned = [(exp, _scan(exp, full=True)) for exp in experiments]
     trials = _trial_frame(scanned, rows=[{} for _, ts in scanned for _ in ts])
     keys = trials.attrs["trial_keys"]
     counts = [len(t.rows) for _, ts in scanned for t in ts]

@@ -8,9 +8,7 @@ so it never disturbs the driver; a snapshot being rewritten is read from the tri
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import posixpath
 import time
 from dataclasses import dataclass
@@ -18,15 +16,18 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bnsweep import results
+from bnsweep.core.choices import ENDED, TrialStatus
 from bnsweep.errors import NoExperimentError
+from bnsweep.layout.labels import duration, format_value
+from bnsweep.layout.paths import SWEEP_FILE, locate_sweep, read_text
+from bnsweep.layout.plans import StagePlan, stage_plans
+from bnsweep.layout.state import load_state
 from bnsweep.results import tables
 from bnsweep.results.columns import DEFAULT_METRIC, DEFAULT_MODE
-from bnsweep.sweep.sizing import duration
-from bnsweep.sweep.spec import StagePlan, stage_plans
-from bnsweep.sweep.storage import STATE_FILE, SWEEP_FILE, read_text
 
-STATUSES = ("pending", "running", "terminated", "error", "diverged")
-ENDED = ("terminated", "diverged")  # trials that will not train again (an error is retried by resume)
+# the columns of the table, in this order (then any other Ray status)
+STATUSES = tuple(s.value for s in (TrialStatus.PENDING, TrialStatus.RUNNING, TrialStatus.TERMINATED,
+                                   TrialStatus.ERROR, TrialStatus.DIVERGED))
 
 
 @dataclass
@@ -47,21 +48,12 @@ class StageStatus:
         return sum(self.counts.values())
 
 
-def locate_sweep(path: str) -> tuple[str, str | None]:
-    """(sweep directory, the one stage asked for or None) for a sweep or a stage directory."""
-    root = path if "://" in path else os.path.abspath(path)
-    if read_text(f"{root}/{SWEEP_FILE}") is None and read_text(f"{posixpath.dirname(root)}/{SWEEP_FILE}"):
-        return posixpath.dirname(root), posixpath.basename(root)
-    return root, None
-
-
 def sweep_status(path: str) -> tuple[str, list[StageStatus]]:
     """(sweep directory, one StageStatus per stage, in run order) for a sweep or a stage directory."""
     root, only = locate_sweep(path)
     text = read_text(f"{root}/{SWEEP_FILE}")
     plans = stage_plans(text, f"{root}/{SWEEP_FILE}") if text else {}
-    state = read_text(f"{root}/{STATE_FILE}")
-    finished = {k for k, v in (json.loads(state)["stages"] if state else {}).items() if v.get("finished")}
+    finished = {k for k, v in load_state(root)["stages"].items() if v.get("finished")}
     try:
         df = results.load(path)
     except NoExperimentError:
@@ -76,19 +68,19 @@ def sweep_status(path: str) -> tuple[str, list[StageStatus]]:
 def _stage(name: str, df: pd.DataFrame, plan: StagePlan | None, finished: bool) -> StageStatus:
     counts = dict.fromkeys(STATUSES, 0) | df["status"].value_counts().to_dict()
     unknown = max(0, plan.trials - len(df)) if plan else 0  # not created by Ray yet
-    counts["pending"] += unknown
+    counts[TrialStatus.PENDING] += unknown
     done = _column(df, "training_iteration").fillna(0)
     planned = _column(df, "epochs").fillna(0)
     ended = df["status"].isin(ENDED)
     # trials that ended (ASHA, divergence) count the epochs they ran; the rest what they plan
     total = done.where(ended, planned).sum()
-    if unknown:
+    if unknown and plan:
         total += max(0.0, plan.epochs - planned.sum())
     metric, mode = (plan.metric, plan.mode) if plan else (DEFAULT_METRIC, DEFAULT_MODE)
     newest = df["timestamp"].max() if "timestamp" in df and df["timestamp"].notna().any() else None
     return StageStatus(name, {k: int(v) for k, v in counts.items()}, int(done.sum()), float(total), metric,
                        mode, _best(df, metric, mode), newest,
-                       _eta(df, total - done.sum(), counts["running"]), finished)
+                       _eta(df, total - done.sum(), counts[TrialStatus.RUNNING]), finished)
 
 
 def _column(df: pd.DataFrame, name: str) -> pd.Series:
@@ -107,16 +99,12 @@ def _eta(df: pd.DataFrame, remaining: float, running: int) -> float | None:
 
 def _best(df: pd.DataFrame, metric: str, mode: str) -> str | None:
     """The best finished trial by the stage's metric (else the best running one), with its setting."""
-    if metric not in df or df[metric].isna().all():
+    best = tables.best_trial(df, metric, mode)
+    if best is None:
         return None
-    done = df[(df["status"] == "terminated") & df[metric].notna()]
-    pool = done if len(done) else df[df[metric].notna()]
-    best = pool.loc[pool[metric].idxmax() if mode == "max" else pool[metric].idxmin()]
-    keys = [k for k in tables.setting_keys(df)
-            if k not in ("experiment", "stage") and df[k].astype(str).nunique() > 1]
-    keys += ["seed"] if "seed" in df else []
-    setting = ", ".join(f"{k}={tables.format_value(best[k])}" for k in keys)
-    running = "" if best["status"] == "terminated" else f", {best['status']}"
+    parts = [tables.best_setting(df, best), *([f"seed={format_value(best['seed'])}"] if "seed" in df else [])]
+    setting = ", ".join(p for p in parts if p)
+    running = "" if best["status"] == TrialStatus.TERMINATED else f", {best['status']}"
     return f"{best[metric]:.4g}, trial {best['trial_id']} ({setting}{running})"
 
 

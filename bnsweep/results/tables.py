@@ -10,30 +10,37 @@ shared ones go in a caption line. Every robust-accuracy column holds one radius,
 from __future__ import annotations
 
 import re
-from pathlib import PurePath
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bnsweep.core.config import STAGE_INIT_PREFIX
+from bnsweep.core.choices import DONE, TrialStatus
+from bnsweep.layout.labels import format_value, is_missing
 from bnsweep.results.columns import (
+    COLLISION_SUFFIX,
+    SYNTHETIC_TITLE,
     gate_of,
-    is_missing,
     not_applicable,
     robust_at,
     robust_radius,
     study_radii,
+    synthetic,
     trial_keys,
 )
 from bnsweep.results.formats import markdown_table
 
-# Trial keys that are not part of a setting: replicates (seed) and per-trial plumbing.
-NOT_SETTING_KEYS = frozenset({"seed", "init_checkpoint", "data_dir", "device"})
+# Keys a trial may resolve itself (`auto`) and reports as metrics (`precision_reported`, ...).
+RESOLVED_KEYS = ("precision", "compile")
+# Trial keys that are not part of a setting: replicates (seed), per-trial plumbing, and how often
+# the per-epoch evaluation ran (it changes no number the table shows).
+NOT_SETTING_KEYS = frozenset({"seed", "init_checkpoint", "data_dir", "device", "eval_every"})
 # `robust_acc` and `final_robust_acc` become one column per radius (see `metric_columns`).
-TABLE_METRICS = ("clean_acc", "robust_acc", "final_clean_acc", "final_robust_acc")
+TABLE_METRICS = ("clean_acc", "robust_acc", "final_clean_acc", "final_robust_acc", "final_autoattack_acc")
 METRIC_LABELS = {"clean_acc": "clean", "final_clean_acc": "final clean"}
-_BY_RADIUS = re.compile(r"^(final_)?robust_acc_eps(.+)$")
+_BY_RADIUS = re.compile(r"^(final_)?(robust|autoattack)_acc_eps(.+)$")
+# Final metrics measured at each trial's own robust radius: one column per radius.
+FINAL_BY_RADIUS = ("final_robust_acc", "final_autoattack_acc")
 
 
 def _hashable(value: Any) -> Any:
@@ -45,28 +52,6 @@ def _hashable(value: Any) -> Any:
     return value
 
 
-def init_label(init: str) -> str:
-    """`init` as a reader wants it: `random`, `pre-trained (stage pretrain)` for
-    `from_stage:pretrain`, `pre-trained (run3/checkpoint.pt)` for a checkpoint path."""
-    if init == "random":
-        return init
-    if init.startswith(STAGE_INIT_PREFIX):
-        return f"pre-trained (stage {init[len(STAGE_INIT_PREFIX):]})"
-    return f"pre-trained ({'/'.join(PurePath(init).parts[-2:])})"
-
-
-def format_value(value: Any, key: str | None = None) -> str:
-    """A setting value as a short label (tuples joined by commas, missing as '-', `init` by
-    `init_label`)."""
-    if isinstance(value, tuple):
-        return ",".join(format_value(v) for v in value)
-    if is_missing(value):
-        return "-"
-    if key == "init" and isinstance(value, str):
-        return init_label(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
     """`key=value, ...` for a legend or a note, leaving out keys that do not apply (blank)."""
     return ", ".join(f"{k}={format_value(v, k)}" for k, v in zip(keys, values) if not is_missing(v))
@@ -74,9 +59,11 @@ def setting_label(keys: Sequence[str], values: Sequence[Any]) -> str:
 
 def metric_label(name: str) -> str:
     """Column header of a metric: `robust_acc_eps8` -> `PGD robust @8/255`,
-    `final_robust_acc_eps8` -> `final robust @8/255`, `clean_acc` -> `clean`."""
+    `final_robust_acc_eps8` -> `final robust @8/255`, `final_autoattack_acc_eps8` -> `final
+    AutoAttack @8/255`, `clean_acc` -> `clean`."""
     if m := _BY_RADIUS.match(name):
-        return f"{'final' if m.group(1) else 'PGD'} robust @{m.group(2)}/255"
+        what = "final AutoAttack" if m.group(2) == "autoattack" else "final robust" if m.group(1) else "PGD robust"
+        return f"{what} @{m.group(3)}/255"
     return METRIC_LABELS.get(name, name)
 
 
@@ -91,6 +78,10 @@ def settings_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     and the setting keys that vary among the trials they apply to (at least one key)."""
     keys = setting_keys(df)
     out = df.copy()
+    for key in RESOLVED_KEYS:  # `auto`: group by what each trial ran with, as it reported
+        ran = key + COLLISION_SUFFIX
+        if key in out.columns and ran in out.columns:
+            out[key] = out[ran].astype(object).where(out[ran].notna(), out[key])
     for key in keys:
         if out[key].dtype == object:
             out[key] = out[key].map(_hashable)
@@ -100,6 +91,25 @@ def settings_frame(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     varying = [k for k in keys
                if out.loc[~unused[k] if k in unused else slice(None), k].astype(str).nunique() > 1]
     return out, varying or keys[:1]
+
+
+def best_trial(df: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    """The best terminated trial by `metric` (`mode`: max or min), else the best trial of any status
+    (a stage still running); None when no trial reported the metric. The one rule `status` and the
+    report's best trials use."""
+    if metric not in df.columns or df[metric].isna().all():
+        return None
+    done = df[(df["status"] == TrialStatus.TERMINATED) & df[metric].notna()]
+    pool = done if len(done) else df[df[metric].notna()]
+    return pool.loc[pool[metric].idxmax() if mode == "max" else pool[metric].idxmin()]
+
+
+def best_setting(df: pd.DataFrame, best: pd.Series) -> str:
+    """The setting of the trial `best` (a row of `df`) by the keys that vary among `df`'s trials, as
+    legends label it (keys that do not apply to it left out)."""
+    settings, varying = settings_frame(df)
+    keys = [k for k in varying if k not in ("stage", "experiment")]
+    return setting_label(keys, settings.loc[best.name, keys])
 
 
 def _shared(frame: pd.DataFrame, keys: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -135,7 +145,8 @@ def metric_columns(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     """Per trial, the table's metrics as fractions, one radius per robust column: `robust_acc`
     becomes `robust_acc_eps{E}` for each E in `radii` (default: `columns.study_radii`, so a
     clean-trained trial is shown at the adversarial trials' radius); `final_robust_acc`, measured at
-    each trial's robust radius, becomes `final_robust_acc_eps{E}` per radius it was measured at.
+    each trial's robust radius, becomes `final_robust_acc_eps{E}` per radius it was measured at (and
+    so does `final_autoattack_acc`).
     Columns without any value are left out, and so is `final_clean_acc` where it repeats
     `clean_acc`."""
     radius = robust_radius(df)
@@ -144,9 +155,9 @@ def metric_columns(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     for m in metrics:
         if m == "robust_acc":
             out.update({f"robust_acc_eps{r:g}": robust_at(df, r, radius) for r in radii})
-        elif m == "final_robust_acc" and m in df.columns:
+        elif m in FINAL_BY_RADIUS and m in df.columns:
             final = df[m].astype(float)
-            out.update({f"final_robust_acc_eps{r:g}": final.where(radius == r)
+            out.update({f"{m}_eps{r:g}": final.where(radius == r)
                         for r in sorted(set(radius[final.notna()]))})
         elif m == "final_clean_acc" and "clean_acc" in metrics and _same(df, m, "clean_acc"):
             continue  # the last epoch's clean accuracy again (same model, same images)
@@ -157,10 +168,11 @@ def metric_columns(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
-              statuses: Sequence[str] = ("terminated",),
+              statuses: Sequence[str] = DONE,
               radii: Sequence[float] | None = None) -> pd.DataFrame:
-    """One row per setting: the varying setting keys, `n_seeds`, and `<metric>_mean`,
-    `<metric>_std` (sample std, ddof=1; NaN for one seed) for each of `metric_columns`.
+    """One row per setting: the varying setting keys, `n_seeds` (distinct seeds: trials of one seed
+    that differ only in keys a setting leaves out, such as `device`, count once), and `<metric>_mean`,
+    `<metric>_std` (sample std over the trials, ddof=1; NaN for one trial) for each of `metric_columns`.
 
     Trials whose status is not in `statuses` (failed, diverged, still running) are left out.
     The frame's attrs hold `common` (the keys shared by all settings, with their values) and
@@ -171,16 +183,17 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] = TABLE_METRICS,
     frame, varying = settings_frame(df)
     if frame.empty:
         empty = pd.DataFrame(columns=[*varying, "n_seeds"])
-        empty.attrs.update(common={}, common_where={})
+        empty.attrs.update(common={}, common_where={}, synthetic=synthetic(df))
         return empty
-    grouped = pd.concat([frame[varying], values], axis=1).groupby(varying, dropna=False, sort=True)
-    table = grouped.size().rename("n_seeds").to_frame()  # one trial per seed and setting
+    seeds = [df["seed"]] if "seed" in df.columns else []
+    grouped = pd.concat([frame[varying], values, *seeds], axis=1).groupby(varying, dropna=False, sort=True)
+    table = (grouped["seed"].nunique() if seeds else grouped.size()).rename("n_seeds").to_frame()
     for m in values.columns:
         table[f"{m}_mean"] = grouped[m].mean()
         table[f"{m}_std"] = grouped[m].std(ddof=1)
     table = _in_run_order(table.reset_index(), df)
     common, common_where = _shared(frame, [k for k in setting_keys(df) if k not in varying])
-    table.attrs.update(common=common, common_where=common_where)
+    table.attrs.update(common=common, common_where=common_where, synthetic=synthetic(df))
     return table
 
 
@@ -232,7 +245,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     """Markdown table of `summarize`'s output, with the shared settings underneath."""
     text = markdown_table(display_table(table))
     common = common_line(table)
-    return text + (f"\nShared by all rows: {common}\n" if common else "")
+    title = f"**{SYNTHETIC_TITLE}.**\n\n" if table.attrs.get("synthetic") else ""
+    return title + text + (f"\nShared by all rows: {common}\n" if common else "")
 
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
@@ -260,5 +274,6 @@ def to_latex(table: pd.DataFrame, caption: str | None = None) -> str:
     common = common_line(table)
     caption = caption or ("Accuracy (\\%), mean $\\pm$ std over seeds."
                           + (f" Shared by all rows: {_latex_escape(common)}." if common else ""))
+    caption = (f"{SYNTHETIC_TITLE}. " if table.attrs.get("synthetic") else "") + caption
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"

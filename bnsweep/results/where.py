@@ -61,7 +61,8 @@ def mask(df: pd.DataFrame, where: str) -> pd.Series:
 
 def _unquote(where: str) -> tuple[str, dict[str, str]]:
     """Replace each `backquoted name` outside string literals by a placeholder identifier."""
-    out, quoted, quote, i = [], {}, None, 0
+    quoted: dict[str, str] = {}
+    out, quote, i = [], None, 0
     while i < len(where):
         char = where[i]
         if quote:  # inside a string literal: copy, minding escapes

@@ -10,32 +10,41 @@ and errored trials resume from their last checkpoints).
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
 import re
+import signal
 import sys
 from typing import Any, Callable
 
 import pyarrow.fs as pafs
 import yaml
 
-from bnsweep.core.config import STAGE_INIT_PREFIX, parse_yaml
+from bnsweep.core.choices import UNFINISHED, TrialStatus
+from bnsweep.core.config import STAGE_INIT_PREFIX
+from bnsweep.core.yamlfile import parse_yaml
 from bnsweep.errors import ConfigError, DataError
-from bnsweep.sweep.spec import Stage, Sweep, checkpoint_key, consumer_matches, parse_sweep
-from bnsweep.sweep.storage import (
+from bnsweep.files import is_uri
+from bnsweep.layout.paths import (
     OVERRIDES_FILE,
     STATE_FILE,
     SWEEP_FILE,
-    check_trusted,
-    driver_lock,
     filesystem,
-    load_state,
     read_text,
-    sweep_digest,
     write_text,
 )
+from bnsweep.layout.state import load_state, new_state, sweep_digest, write_state
+from bnsweep.layout.tune import newest_snapshot, read_snapshot
+from bnsweep.sweep.lock import driver_lock
+from bnsweep.sweep.signals import StopSignals
+from bnsweep.sweep.spec import (
+    Stage,
+    Sweep,
+    checkpoint_key,
+    consumer_matches,
+    parse_sweep,
+)
 from bnsweep.sweep.trial import run_trial
+from bnsweep.sweep.trust import check_trusted
 
 
 class SweepFailed(RuntimeError):
@@ -43,7 +52,12 @@ class SweepFailed(RuntimeError):
 
 
 class SweepInterrupted(RuntimeError):
-    """A stage stopped before all its trials ended (Ctrl-C); `bnsweep resume` continues them."""
+    """A stage stopped before all its trials ended (Ctrl-C, SIGTERM, SIGHUP: `signum`); `bnsweep
+    resume` continues them."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 # -- Ray ---------------------------------------------------------------------------------------
@@ -128,13 +142,15 @@ class _StageCheckpoint:
 
 
 def param_space(stage: Stage, lookup: dict[str, str]) -> dict[str, Any]:
+    """The stage's trials as Ray Tune's param_space: grids, samplers, and each trial's starting checkpoint."""
     from ray import tune
 
     space: dict[str, Any] = {**stage.base, "stage": stage.name}
     for key, values in stage.grid.items():
         space[key] = tune.grid_search(values)
-    samplers = {"loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
-                "randint": lambda low, high: tune.randint(low, high + 1)}
+    samplers: dict[str, Callable[..., Any]] = {
+        "loguniform": tune.loguniform, "uniform": tune.uniform, "choice": tune.choice,
+        "randint": lambda low, high: tune.randint(low, high + 1)}
     for key, spec in stage.search.items():
         (kind, args), = spec.items()
         space[key] = samplers[kind](args) if kind == "choice" else samplers[kind](*args)
@@ -151,6 +167,9 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable,
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from bnsweep.sweep import faults
+
+    search_alg: Any
     if stage.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -171,7 +190,7 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable,
         tune_config=tune.TuneConfig(metric=stage.metric, mode=stage.mode, num_samples=stage.num_samples,
                                     search_alg=search_alg, scheduler=scheduler, reuse_actors=True),
         run_config=tune.RunConfig(
-            name=stage.name, storage_path=root, verbose=1, callbacks=callbacks,
+            name=stage.name, storage_path=root, verbose=1, callbacks=[*callbacks, *faults.callbacks()],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=stage.checkpoints_to_keep),
             failure_config=tune.FailureConfig(max_failures=stage.max_failures)),
     )
@@ -183,10 +202,20 @@ def _wrap(trainable: Callable, stage: Stage, root: str):
     return tune.with_resources(tune.with_parameters(trainable, storage_root=root), trial_resources(stage))
 
 
-def _checkpoint_uri(checkpoint, root: str) -> str:
-    if "://" not in root:
-        return checkpoint.path
-    return f"{root.split('://', 1)[0]}://{checkpoint.path}"
+def _checkpoint_uri(path: str, root: str) -> str:
+    if not is_uri(root):
+        return path
+    return f"{root.split('://', 1)[0]}://{path}"
+
+
+def _last_checkpoint(result) -> str:
+    """The path of a trial's newest checkpoint directory: that of its last reported epoch. Usually
+    the one Ray registered last; but a trial resumed after an interruption between a report and its
+    checkpoint's registration does not report that epoch again (sweep/trial.py), so there Ray's is
+    one epoch older than the one on the storage."""
+    newest = [i.path for i in result.filesystem.get_file_info(pafs.FileSelector(result.path, allow_not_found=True))
+              if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")]
+    return max(newest, key=os.path.basename, default=result.checkpoint.path)
 
 
 def run_stage(sweep: Sweep, stage: Stage, root: str, lookup: dict[str, str], trainable: Callable = run_trial):
@@ -215,15 +244,13 @@ def unfinished_trials(stage_path: str) -> list[str]:
     tells an interrupted stage from a finished one; it lists exactly the trials `Tuner.restore`
     continues. A trial that reached its last epoch, diverged or was stopped early by the stage's
     scheduler (ASHA) ended as TERMINATED, one that failed as ERROR."""
-    fs, path, _ = filesystem(stage_path)
-    snapshots = [i.path for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-                 if fnmatch.fnmatch(i.base_name, "experiment_state-*.json")]
-    if not snapshots:
+    fs, path, prefix = filesystem(stage_path)
+    name = newest_snapshot(i.base_name for i in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)))
+    if name is None:
         return []
-    with fs.open_input_stream(max(snapshots)) as fh:
-        state = json.loads(fh.read())
-    specs = [json.loads(trial_json) for trial_json, _ in state["trial_data"]]
-    return [spec["trial_id"] for spec in specs if spec.get("status") not in ("TERMINATED", "ERROR")]
+    snapshot = f"{path}/{name}"
+    listed = read_snapshot(fs, snapshot, prefix + snapshot)
+    return [t.trial_id or t.logdir for t in listed if TrialStatus.from_ray(t.status) in UNFINISHED]
 
 
 def stage_checkpoints(stage: Stage, results, root: str, matches: set[tuple[str, ...]]) -> dict[str, str]:
@@ -234,25 +261,14 @@ def stage_checkpoints(stage: Stage, results, root: str, matches: set[tuple[str, 
         if result.error is None and result.checkpoint is not None and not result.metrics.get("diverged"):
             for match in matches:
                 key = checkpoint_key(STAGE_INIT_PREFIX + stage.name, match, result.config)
-                out[key] = _checkpoint_uri(result.checkpoint, root)
-    return out
-
-
-def finished_checkpoints(done: dict[str, Any], stage: Stage) -> dict[str, str]:
-    """A finished stage's lookups from the state file. Before its keys held a `match:` list (bnsweep
-    0.1.0 until 2026-11-26), a stage keyed them on its own `match:` keys: read those as such."""
-    out = {}
-    for key, uri in done["checkpoints"].items():
-        init, *values = json.loads(key)
-        if not (values and isinstance(values[0], list)):
-            key = json.dumps([init, list(stage.match), *values])
-        out[key] = uri
+                out[key] = _checkpoint_uri(_last_checkpoint(result), root)
     return out
 
 
 def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None,
-            trainable: Callable = run_trial) -> list:
-    """Run every stage not yet finished; return the ResultGrids of the stages run now."""
+            trainable: Callable = run_trial, command: str | None = None) -> list:
+    """Run every stage not yet finished; return the ResultGrids of the stages run now. `command`
+    (the command line that started the experiment) is kept in the state file for run records."""
     existing = read_text(f"{root}/{SWEEP_FILE}")
     if existing is not None and not resume:
         raise ConfigError("--name", os.path.basename(root), f"a new experiment name ({root} exists; "
@@ -260,7 +276,7 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
     if existing is not None and sweep.overrides != stored_overrides(root):
         raise ConfigError("--set", format_overrides(sweep.overrides), "the --set the experiment started with: "
                           f"{format_overrides(stored_overrides(root))} (bnsweep resume {root} uses it)")
-    with driver_lock(root):
+    with driver_lock(root), StopSignals() as signals:
         check_trusted(root)  # before Ray could unpickle anything of it
         state = load_state(root)
         if existing is not None:
@@ -268,22 +284,28 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
             if all(state["stages"].get(stage.name, {}).get("finished") for stage in sweep.stages):
                 print(f"bnsweep: every stage of {root} has finished; nothing to run", file=sys.stderr)
                 return []
-        connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
+        with signals.starting_ray():
+            connect(address)  # before anything is written: a cluster that cannot be reached leaves no trace
         check_resources(sweep, [s for s in sweep.stages if not state["stages"].get(s.name, {}).get("finished")])
         if existing is None:
-            if sweep.overrides:  # first: an experiment exists once its sweep.yaml does
-                write_text(f"{root}/{OVERRIDES_FILE}", yaml.safe_dump(sweep.overrides, sort_keys=False))
+            overrides = yaml.safe_dump(sweep.overrides, sort_keys=False) if sweep.overrides else ""
+            if overrides:  # first: an experiment exists once its sweep.yaml does
+                write_text(f"{root}/{OVERRIDES_FILE}", overrides)
             write_text(f"{root}/{SWEEP_FILE}", sweep.text)
-            state = {"sweep_sha256": sweep_digest(sweep.text), "stages": {}}
-            write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
+            state = new_state(sweep.text, overrides, command)
+            write_state(root, state)
         grids = []
         lookup: dict[str, str] = {}
         for stage in sweep.stages:
             done = state["stages"].get(stage.name)
             if done and done.get("finished"):
-                lookup.update(finished_checkpoints(done, stage))
+                lookup.update(done["checkpoints"])
                 continue
+            if signals.received:  # stopped while the stage before finished
+                raise SweepInterrupted(f"stopped before stage {stage.name!r}; continue with: bnsweep resume {root}",
+                                       signals.received)
             results = run_stage(sweep, stage, root, lookup, trainable)
+            signals.after_fit()
             grids.append(results)
             failed = [r for r in results if r.error is not None]
             if failed:
@@ -293,21 +315,24 @@ def execute(sweep: Sweep, root: str, *, resume: bool, address: str | None = None
             unfinished = unfinished_trials(f"{root}/{stage.name}")
             if unfinished:
                 raise SweepInterrupted(f"stage {stage.name!r}: {len(unfinished)} of {len(results)} trial(s) "
-                                       f"stopped before their last epoch; continue with: bnsweep resume {root}")
+                                       f"stopped before their last epoch; continue with: bnsweep resume {root}",
+                                       signals.received or signal.SIGINT)
             found = stage_checkpoints(stage, results, root, consumer_matches(sweep, stage.name))
             lookup.update(found)
             state["stages"][stage.name] = {"finished": True, "trials": len(results), "checkpoints": found}
-            write_text(f"{root}/{STATE_FILE}", json.dumps(state, indent=2))
+            write_state(root, state)
         return grids
 
 
 def _check_unchanged(root: str, stored: str, sweep: Sweep, state: dict[str, Any]) -> None:
     """A started experiment continues the sweep it started with: its trials' settings are already
-    in Ray's experiments, so an edited sweep.yaml (or another file given to run --resume) is refused."""
-    recorded = state.get("sweep_sha256")
-    if recorded and recorded != sweep_digest(stored):
-        raise DataError(f"{root}/{SWEEP_FILE}: edited after the experiment started; allowed: the file as run "
-                        f"(its sha256 is in {STATE_FILE}), or a new experiment for the edited sweep")
+    in Ray's experiments, so an edited sweep.yaml or overrides.yaml (or another file given to run
+    --resume) is refused."""
+    recorded = {SWEEP_FILE: state.get("sweep_sha256"), OVERRIDES_FILE: state.get("overrides_sha256")}
+    for name, text in ((SWEEP_FILE, stored), (OVERRIDES_FILE, read_text(f"{root}/{OVERRIDES_FILE}") or "")):
+        if recorded[name] is not None and recorded[name] != sweep_digest(text):
+            raise DataError(f"{root}/{name}: edited after the experiment started; allowed: the file as run "
+                            f"(its sha256 is in {STATE_FILE}), or a new experiment for the edited sweep")
     if sweep.text != stored:
         raise ConfigError("sweep", sweep.path, f"the sweep file this experiment started with ({root}/{SWEEP_FILE}); "
                           f"continue it with: bnsweep resume {root}, or run the edited sweep under a new --name")

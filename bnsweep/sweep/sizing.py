@@ -84,16 +84,3 @@ def si(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g} {suffix}"
     return f"{value:.3g}"
-
-
-def duration(seconds: float) -> str:
-    """A duration to the precision that matters: '3 d 4 h', '2 h 5 min', '12 min', '40 s'."""
-    seconds = max(0, round(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes >= 10 else (f"{minutes} min {secs} s" if minutes else f"{secs} s")

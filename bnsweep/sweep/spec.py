@@ -1,4 +1,6 @@
-"""Sweep files (YAML) -> validated stages, without importing Ray or torch.
+"""Sweep files (YAML) -> validated stages, without importing Ray. The module loads without torch too;
+validating a trial imports it, to check its model's size and trainable set on the meta device (no
+weights, no data).
 
 Every trial a stage can produce is validated here, so a typo in a sweep that would run for days
 stops at once with one line naming the file, the stage, the key and what is allowed. Grids are
@@ -23,34 +25,31 @@ from typing import Any, Iterable, Iterator, Mapping
 from bnsweep.core.config import (
     KEY_GROUPS,
     KEYS,
-    MAX_SEED,
     STAGE_INIT_PREFIX,
     TYPES,
     TrialConfig,
     make_config,
-    parse_yaml,
-    read_text,
 )
+from bnsweep.core.yamlfile import parse_yaml, read_text
 from bnsweep.errors import ConfigError
-from bnsweep.sweep.storage import LOCK_FILE, STATE_FILE, SWEEP_FILE
+from bnsweep.layout.paths import LOCK_FILE, STATE_FILE, SWEEP_FILE
+from bnsweep.layout.plans import (
+    DEFAULT_MATCH,
+    STAGE_KEYS,
+    bounded_int,
+    check_keys,
+    document,
+    merge,
+    stage_settings,
+)
 
-SETTING_KEYS = ("trial", "grid", "search", "num_samples", "search_alg", "scheduler", "metric", "mode",
-                "resources", "max_concurrent", "max_failures", "checkpoints_to_keep", "seed")
-TOP_KEYS = ("name", "description", "stages", "max_trials") + SETTING_KEYS
-STAGE_KEYS = ("name", "match") + SETTING_KEYS
 SEARCH_KINDS = ("loguniform", "uniform", "randint", "choice")
-SEARCH_ALGS = ("grid", "optuna")
-ASHA_KEYS = ("max_t", "grace_period", "reduction_factor")
-METRIC_RE = re.compile(r"(final_)?(clean_acc|robust_acc)|robust_acc_eps[0-9.]+|train_loss|train_acc")
-DEFAULT_MATCH = ("dataset", "model", "seed")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_NAME = 100  # characters: a directory name, with room under the file system's 255 bytes
 # A stage is a directory beside bnsweep's own files: it may not be named like one (or like its
 # temporary copy), on case-insensitive file systems either.
 RESERVED_PREFIXES = tuple(f.casefold() for f in (SWEEP_FILE, STATE_FILE, LOCK_FILE)) + ("bnsweep",)
 NOT_SEARCHED = ("init", "init_checkpoint")  # a stage's starting checkpoints are resolved per grid cell
-MAX_SETTING = 100_000  # num_samples, failures, checkpoints, ASHA's epochs
-MAX_RESOURCE = 1024  # CPUs or GPUs per trial (Ray leaves a trial no node can hold pending for ever)
 DEFAULT_MAX_TRIALS = 10_000  # in all stages; a sweep file's top-level `max_trials:` raises it
 MAX_TRIALS = 10**12  # the most `max_trials:` may allow (grids are counted, never built)
 EXHAUSTIVE_CELLS = 10_000  # grids up to this size have every cell validated
@@ -79,20 +78,17 @@ class Stage:
 
     @property
     def num_cells(self) -> int:
+        """Grid cells: the product of the grid dimensions' lengths (counted, never built)."""
         return math.prod(len(v) for v in self.grid.values())
 
     @property
     def num_trials(self) -> int:
+        """Trials the stage runs: cells x num_samples."""
         return self.num_cells * self.num_samples
 
     def values(self, key: str) -> list[Any]:
         """The values `key` takes in this stage's grid (its base value when it is not a dimension)."""
         return self.grid.get(key, [self.base[key]])
-
-    def cells(self) -> Iterator[dict[str, Any]]:
-        """Every grid combination as a full trial dict (sampled keys keep their base value), lazily."""
-        for cell in self.combinations(self.grid):
-            yield {**self.base, **cell}
 
     def combinations(self, keys: Iterable[str]) -> Iterator[dict[str, Any]]:
         """Every combination of `keys`' values, as {key: value}: the grid projected onto `keys`.
@@ -110,6 +106,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Sweep:
+    """A validated sweep file: its stages in run order, and what is stored with the experiment."""
     name: str
     path: str
     stages: tuple[Stage, ...]
@@ -134,73 +131,27 @@ def parse_sweep(text: str, path: str, overrides: Mapping[str, Any] | None = None
     return dataclasses.replace(sweep, text=text, overrides=overrides)
 
 
-@dataclass(frozen=True)
-class StagePlan:
-    """What a sweep file plans for one stage, read without validating its trials."""
-
-    metric: str
-    mode: str
-    trials: int
-    epochs: float  # of all its trials together (a sampled `epochs` counts at its `trial:` value)
-
-
-def stage_plans(text: str, path: str) -> dict[str, StagePlan]:
-    """{stage: StagePlan} in run order, read with the same rules as `parse_sweep` but without
-    validating trials (results of an old sweep stay readable after its data or checkpoints moved)."""
-    _, top, raw_stages = _document(parse_yaml(text, path), path)
-    out = {}
-    for raw in raw_stages:
-        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str):
-            merged = _merge(top, raw)
-            settings = _settings(merged, path)
-            grid = {k: v for k, v in (merged.get("grid") or {}).items() if isinstance(v, list)}
-            trials = math.prod(len(v) for v in grid.values()) * settings["num_samples"]
-            epochs = [e for e in grid.get("epochs", [(merged.get("trial") or {}).get("epochs", TrialConfig.epochs)])
-                      if isinstance(e, int)] or [TrialConfig.epochs]
-            out[raw["name"]] = StagePlan(settings["metric"], settings["mode"], trials,
-                                         trials * sum(epochs) / len(epochs))
-    return out
-
-
-def stage_objectives(text: str, path: str) -> dict[str, tuple[str, str]]:
-    """{stage: (metric, mode)} in run order (see `stage_plans`)."""
-    return {name: (plan.metric, plan.mode) for name, plan in stage_plans(text, path).items()}
-
-
-def _document(doc: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any], list[Any]]:
-    """The top level of a sweep file: (document, top-level settings, raw stages)."""
-    if not isinstance(doc, Mapping):
-        raise ConfigError("file", path, "a YAML mapping with trial:, grid:, stages: ...")
-    _check_keys(doc, TOP_KEYS, path, "")
-    top = {k: doc[k] for k in SETTING_KEYS if k in doc}
-    raw_stages = doc.get("stages", [{"name": "main"}])
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise ConfigError("stages", raw_stages, "a non-empty list of stages, each with a name", path)
-    return doc, top, raw_stages
-
-
 def _parse(doc: Any, path: str, overrides: dict[str, Any]) -> Sweep:
-    doc, top, raw_stages = _document(doc, path)
+    doc, top, raw_stages = document(doc, path)
     for key in overrides:
         if key not in KEYS:
             raise ConfigError("--set", key, "trial keys: " + ", ".join(KEYS), path)
     name = check_name("name", doc.get("name", os.path.splitext(os.path.basename(path))[0]), path)
-    max_trials = _positive_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path, high=MAX_TRIALS)
+    max_trials = bounded_int(doc, "max_trials", DEFAULT_MAX_TRIALS, path, high=MAX_TRIALS)
     stages: list[Stage] = []
     wheres: list[str] = []
     for i, raw in enumerate(raw_stages):
         if not isinstance(raw, Mapping):
             raise ConfigError(f"stages[{i}]", raw, "a mapping with name:, trial:, grid:, ...", path)
-        stage_name = raw.get("name")
-        where = f"{path}: stage {stage_name!r}" if "stages" in doc else path
-        check_name(f"stages[{i}].name", stage_name, path)
+        where = f"{path}: stage {raw.get('name')!r}" if "stages" in doc else path
+        stage_name = check_name(f"stages[{i}].name", raw.get("name"), path)
         if stage_name.casefold().startswith(RESERVED_PREFIXES):
             raise ConfigError(f"stages[{i}].name", stage_name, "a name that does not start like bnsweep's own "
                               f"files ({SWEEP_FILE}, {STATE_FILE}, {LOCK_FILE}, bnsweep*)", path)
         if stage_name.casefold() in [s.name.casefold() for s in stages]:
             raise ConfigError(f"stages[{i}].name", stage_name, "a name not used by another stage", path)
-        _check_keys(raw, STAGE_KEYS, where, "")
-        stages.append(_stage(stage_name, _override(_merge(top, raw), overrides, where), where))
+        check_keys(raw, STAGE_KEYS, where, "")
+        stages.append(_stage(stage_name, _override(merge(top, raw), overrides, where), where))
         wheres.append(where)
     total = sum(stage.num_trials for stage in stages)
     if total > max_trials:
@@ -209,7 +160,8 @@ def _parse(doc: Any, path: str, overrides: dict[str, Any]) -> Sweep:
     for i, (stage, where) in enumerate(zip(stages, wheres)):
         _check_cells(stage, where)
         _check_stage_init(stage, where, stages[:i])
-    return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages), description=str(doc.get("description", "")))
+    return Sweep(name=name, path=os.path.abspath(path), stages=tuple(stages),
+                 description=str(doc.get("description", "")))
 
 
 def check_name(key: str, name: Any, where: str = "") -> str:
@@ -219,18 +171,6 @@ def check_name(key: str, name: Any, where: str = "") -> str:
         raise ConfigError(key, name, f"1 to {MAX_NAME} letters, digits, '_', '.', '-', starting with a letter "
                           "or digit", where)
     return name
-
-
-def _merge(top: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """Stage settings override the file's; trial, grid and search merge key by key."""
-    merged = {**top, **stage}
-    for key in ("trial", "grid", "search"):
-        for part in (top.get(key), stage.get(key)):
-            if part is not None and not isinstance(part, Mapping):
-                raise ConfigError(key, part, "a mapping of trial keys", "")
-        if key in top or key in stage:
-            merged[key] = {**(top.get(key) or {}), **(stage.get(key) or {})}
-    return merged
 
 
 def _override(merged: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
@@ -245,12 +185,6 @@ def _override(merged: dict[str, Any], overrides: dict[str, Any], where: str) -> 
     return {**merged, "trial": {**(merged.get("trial") or {}), **overrides}}
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise ConfigError("key", f"{prefix}{key}", ", ".join(allowed), where)
-
-
 def _stage(name: str, raw: Mapping[str, Any], where: str) -> Stage:
     """A stage with every key, value and setting checked on its own (cells are checked later)."""
     trial = raw.get("trial") or {}
@@ -259,7 +193,7 @@ def _stage(name: str, raw: Mapping[str, Any], where: str) -> Stage:
     base = _config(trial, where, "trial").to_dict()
     grid = _grid(raw, base, where)
     search = _search(raw, base, grid, where)
-    settings = _settings(raw, where)
+    settings = stage_settings(raw, where)
     stage = Stage(name=name, base=base, grid=grid, search=search, **settings)
     _check_scheduler(stage, where)
     if stage.search_alg == "optuna" and (not search or grid):
@@ -315,7 +249,8 @@ def _grid(raw: Mapping[str, Any], base: dict[str, Any], where: str) -> dict[str,
 def _search(raw: Mapping[str, Any], base: dict[str, Any], grid: Mapping[str, Any], where: str) -> dict[str, Any]:
     search = raw.get("search") or {}
     if not isinstance(search, Mapping):
-        raise ConfigError("search", search, "a mapping of trial keys to {loguniform|uniform|randint|choice: ...}", where)
+        raise ConfigError("search", search, "a mapping of trial keys to {loguniform|uniform|randint|choice: ...}",
+                          where)
     out = {}
     for key, spec in search.items():
         if key not in KEYS or key in grid:
@@ -354,58 +289,8 @@ def _check_sampler(key: str, kind: str, args: Any, spec: Any, where: str) -> Non
 
 
 _KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "bool | str": "true, false or auto",
                "tuple[float, ...]": "a list of radii"}
-
-
-def _positive_int(raw: Mapping[str, Any], key: str, default: Any, where: str, low: int = 1,
-                  high: int = MAX_SETTING) -> Any:
-    value = raw.get(key, default)
-    if value is default and default is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(key, value, f"an integer >= {low} and <= {high}", where)
-    return value
-
-
-def _settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
-    metric = raw.get("metric", "robust_acc")
-    if not isinstance(metric, str) or not METRIC_RE.fullmatch(metric):
-        raise ConfigError("metric", metric, "clean_acc, robust_acc, robust_acc_epsE, final_clean_acc, "
-                          "final_robust_acc, train_loss, train_acc", where)
-    mode = raw.get("mode", "max")
-    if mode not in ("max", "min"):
-        raise ConfigError("mode", mode, "max, min", where)
-    search_alg = raw.get("search_alg", "grid")
-    if search_alg not in SEARCH_ALGS:
-        raise ConfigError("search_alg", search_alg, ", ".join(SEARCH_ALGS), where)
-    match = raw.get("match", list(DEFAULT_MATCH))
-    if not isinstance(match, list) or not match or not all(k in KEYS for k in match):
-        raise ConfigError("match", match, "a non-empty list of trial keys, e.g. [dataset, model, seed]", where)
-    return {"num_samples": _positive_int(raw, "num_samples", 1, where), "search_alg": search_alg,
-            "scheduler": _scheduler(raw.get("scheduler", "fifo"), where), "metric": metric, "mode": mode,
-            "resources": _resources(raw.get("resources", {}), where),
-            "max_concurrent": _positive_int(raw, "max_concurrent", None, where),
-            "max_failures": _positive_int(raw, "max_failures", 2, where, low=0),
-            "checkpoints_to_keep": _positive_int(raw, "checkpoints_to_keep", 2, where),
-            "seed": _positive_int(raw, "seed", 0, where, low=0, high=MAX_SEED), "match": tuple(match)}
-
-
-def _scheduler(value: Any, where: str) -> Any:
-    allowed = "fifo or {asha: {max_t: N, grace_period: N, reduction_factor: N}}"
-    if value == "fifo":
-        return value
-    if not isinstance(value, Mapping) or list(value) != ["asha"]:
-        raise ConfigError("scheduler", value, allowed, where)
-    args = value["asha"] or {}
-    if not isinstance(args, Mapping):
-        raise ConfigError("scheduler.asha", args, allowed, where)
-    for key, arg in args.items():
-        if key not in ASHA_KEYS:
-            raise ConfigError("scheduler.asha", key, ", ".join(ASHA_KEYS), where)
-        low = 2 if key == "reduction_factor" else 1
-        if not isinstance(arg, int) or isinstance(arg, bool) or not low <= arg <= MAX_SETTING:
-            raise ConfigError(f"scheduler.asha.{key}", arg, f"an integer >= {low} and <= {MAX_SETTING}", where)
-    return {"asha": dict(args)}
 
 
 def _check_scheduler(stage: Stage, where: str) -> None:
@@ -423,24 +308,11 @@ def _check_scheduler(stage: Stage, where: str) -> None:
     if stage.metric.startswith("final_"):
         raise ConfigError("metric", stage.metric, "a metric reported every epoch (clean_acc, robust_acc, "
                           "robust_acc_epsE, train_loss, train_acc) with scheduler: asha", where)
-
-
-def _resources(value: Any, where: str) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise ConfigError("resources", value, "{cpu: N, gpu: F}", where)
-    for key in value:
-        if key not in ("cpu", "gpu"):
-            raise ConfigError("resources", key, "cpu, gpu", where)
-    cpu, gpu = value.get("cpu", 1), value.get("gpu", 0)
-    if not _finite(cpu) or not 0 < cpu <= MAX_RESOURCE:
-        raise ConfigError("resources.cpu", cpu, f"a number > 0 and <= {MAX_RESOURCE}", where)
-    if not _finite(gpu) or not 0 <= gpu <= MAX_RESOURCE or (gpu > 1 and gpu != int(gpu)):
-        raise ConfigError("resources.gpu", gpu, "0, a fraction in (0, 1], or a whole number of GPUs", where)
-    return {"cpu": cpu, "gpu": gpu}
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    evaluated = stage.metric not in ("train_loss", "train_acc")
+    every = [stage.base["eval_every"], *stage.grid.get("eval_every", []), *stage.search.get("eval_every", {}).values()]
+    if evaluated and any(v != 1 for v in every):
+        raise ConfigError("eval_every", next(v for v in every if v != 1),
+                          f"1 with scheduler: asha and metric {stage.metric} (ASHA compares it every epoch)", where)
 
 
 def _check_stage_init(stage: Stage, where: str, earlier: list[Stage]) -> None:

@@ -51,11 +51,10 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from bnsweep.core.choices import FinalAttack
+from bnsweep.core.choices import AutoAttackVersion, FinalAttack
 from bnsweep.core.config import TrialConfig
 from bnsweep.core.keys import MEANING
-from bnsweep.results.columns import EPS_COLUMN
-from bnsweep.results.tables import format_value, init_label
+from bnsweep.layout.labels import EPS_COLUMN, format_value, init_label
 from bnsweep.sweep.spec import Stage, Sweep
 
 # Reported metric -> tag, for metrics whose tag does not depend on a radius.
@@ -186,6 +185,8 @@ def study_metrics(sweep: Sweep) -> list[str]:
         tags |= {f"accuracy/robust@{r:g}" for r in _radii(stage)}
         if any(a != FinalAttack.NONE for a in stage.values("final_attack")) or "final_attack" in stage.search:
             tags.add("accuracy/final_robust")
+        if any(v != AutoAttackVersion.NONE for v in stage.values("final_autoattack")):
+            tags.add("accuracy/final_autoattack")  # AutoAttack beside the final PGD
     return sorted(tags, key=metric_order)
 
 
@@ -226,6 +227,7 @@ class RunNames:
         self.add_id = bool(stage.search) or stage.num_samples > 1 or printed_alike
 
     def part(self, key: str, value: Any) -> str:
+        """One key's part of a run name (`seed 1`, `bn+fc`, `lr=0.1`, an init label)."""
         if key == "seed":
             return f"seed {value}"
         if key == "init":
@@ -236,6 +238,7 @@ class RunNames:
         return f"{key}={format_value(tuple(value) if isinstance(value, list) else value, key)}"
 
     def __call__(self, config: dict[str, Any], trial_id: str) -> str:
+        """The run name of a trial: its varying keys, plus its ID where names could clash."""
         name = ", ".join(self.part(k, config[k]) for k in self.keys) or self.stage
         name = name.replace("/", "_").replace("\\", "_")
         if self.add_id or len(name) > MAX_RUN_NAME:
@@ -258,6 +261,7 @@ class SweepBoard(TBXLoggerCallback):
         return {**self.__dict__, "_writers": {}}
 
     def log_trial_start(self, trial) -> None:
+        """Open the trial's event file and write its hparams."""
         if trial in self._writers:  # restarted after a failure: a new event file
             self._writers.pop(trial).close(ended=False)
         config = trial.config
@@ -266,11 +270,13 @@ class SweepBoard(TBXLoggerCallback):
         self._writers[trial] = _Run(path, self.experiment, hparams, _robust_radius(config))
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+        """Write one epoch's scalars."""
         if trial not in self._writers:
             self.log_trial_start(trial)
         self._writers[trial].write(result)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
+        """Write the session end (status) and close the trial's event file."""
         if trial in self._writers:
             self._writers.pop(trial).close(ended=not failed)
 

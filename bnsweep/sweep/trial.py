@@ -1,5 +1,16 @@
 """The Ray Tune function trainable: `train.fit` with `tune.report` once per epoch and resume from
-`tune.get_checkpoint()`, the same path from config to reports as `bnsweep train`."""
+`tune.get_checkpoint()`, the same path from config to reports as `bnsweep train`.
+
+Every epoch is reported once. Ray Tune writes a result's line to result.json one step before it
+registers the checkpoint reported with it, so a driver stopped in between (Ctrl-C, SIGTERM, kill -9)
+leaves a line whose checkpoint Ray does not know: the resumed trial restarts from the checkpoint
+before it and would report that epoch again. So a trial first reads its own result.json on the
+storage: epochs whose lines are there are trained again (from the older checkpoint, the same
+computation) but not reported again; a trial whose lines reach its last epoch (or its divergence)
+has nothing left to do. Each report names its epoch as Ray's `training_iteration`, which a skipped
+report would otherwise shift. What a trial cannot see is a line of the driver not yet synced to the
+storage when its worker died within a running sweep (Ray syncs every few seconds): such a trial can
+repeat one epoch in Ray's own files, and `results` keeps one row of it."""
 
 from __future__ import annotations
 
@@ -12,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from bnsweep.core.config import KEYS, TrialConfig, make_config
 from bnsweep.errors import ConfigError
-from bnsweep.sweep.storage import check_free_space
+from bnsweep.files import is_uri
+from bnsweep.provenance import load_average, machine
+from bnsweep.sweep.space import check_free_space
 
 if TYPE_CHECKING:
     import torch
@@ -38,11 +51,22 @@ def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
         print(f"bnsweep: warning: Ray gave this trial GPU {visible} but torch sees no CUDA device "
               f"(torch {torch.__version__}); device {cfg.device!r} trains on the CPU", file=sys.stderr)
 
+    last = _last_reported(storage_root, config)
+    done = last.get("epoch", 0) if last else 0
+    if last and (done >= cfg.epochs or last.get("diverged")):
+        return  # ended before the driver was stopped: every line is there (see the module's docstring)
+
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if metrics["epoch"] <= done:  # its line is in result.json already
+            return
         if checkpoint_dir and storage_root:
             check_free_space(storage_root, checkpoint_dir)
-        # which node and device ran it: clusters mix hosts and IPs, and GPU nodes with CPU-only torch
-        metrics = {**metrics, "node_id": node_id, "device_used": device, "cuda_visible_devices": visible}
+        # which node and device ran it (clusters mix hosts and IPs, and GPU nodes with CPU-only torch), on
+        # what machine and code, how busy it was: a record made later or elsewhere names the machine
+        # that ran the trial, not its own; the epoch as Ray's iteration count
+        metrics = {**metrics, "node_id": node_id, "device_used": device, "cuda_visible_devices": visible,
+                   "provenance": dict(machine()), "load_avg": load_average(),
+                   "training_iteration": metrics["epoch"]}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
     checkpoint = tune.get_checkpoint()
@@ -62,6 +86,22 @@ def device_used(device: torch.device) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
+def _last_reported(storage_root: str | None, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The last row of this trial's result.json on the storage (None: none yet, or unreadable)."""
+    from ray import tune
+
+    from bnsweep.errors import DataError
+    from bnsweep.layout.tune import last_row
+
+    if not storage_root or "stage" not in config:
+        return None
+    name = os.path.basename(tune.get_context().get_trial_dir().rstrip("/"))  # the trial's directory name
+    try:
+        return last_row(f"{storage_root}/{config['stage']}/{name}")
+    except DataError:
+        return None
+
+
 @contextlib.contextmanager
 def _local_init_checkpoint(cfg: TrialConfig):
     """A `from_stage` checkpoint on remote storage (a URI) is fetched to a local directory first."""
@@ -69,7 +109,7 @@ def _local_init_checkpoint(cfg: TrialConfig):
 
     if cfg.stage_init and not cfg.init_checkpoint:
         raise ConfigError("init", cfg.init, "a stage whose matching trial finished with a checkpoint")
-    if cfg.stage_init and "://" in cfg.init_checkpoint:
+    if cfg.stage_init and is_uri(cfg.init_checkpoint):
         with tune.Checkpoint(cfg.init_checkpoint).as_directory() as directory:
             yield dataclasses.replace(cfg, init_checkpoint=directory)
     else:

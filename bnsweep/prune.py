@@ -8,25 +8,31 @@ paused, error) keep every checkpoint: resume continues from the newest, and Ray'
 lists the older ones (a resumed trial's next checkpoint fails with FileNotFoundError in Tune's
 controller when Ray goes to delete one that is gone). Only `checkpoint_*` directories are deleted;
 result.json, params.json, progress.csv and the event files stay.
+
+It reads trials as `results` does and refuses experiments as the sweep driver does, so it sits
+above both, beside the command line.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import posixpath
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
 from bnsweep import results
-from bnsweep.results.status import ENDED, locate_sweep
-from bnsweep.sweep.storage import STATE_FILE, filesystem, read_text
+from bnsweep.core.choices import ENDED
+from bnsweep.layout.paths import filesystem, locate_sweep
+from bnsweep.layout.state import load_state
+from bnsweep.sweep.trust import check_trusted
 
 
 @dataclass
 class Plan:
     """What pruning would delete, and what it keeps on purpose."""
 
+    root: str  # the sweep directory
     delete: list[tuple[str, int]] = field(default_factory=list)  # (checkpoint URI, bytes)
     ended_trials: int = 0
     unfinished_trials: int = 0  # their checkpoints are all kept
@@ -53,11 +59,14 @@ def _checkpoints(trial_dir: str) -> list[tuple[str, int]]:
 
 
 def plan(path: str) -> Plan:
-    """The checkpoints `prune --keep last` deletes under a sweep (or stage) directory."""
+    """The checkpoints `prune --keep last` deletes under a sweep (or stage) directory. An experiment
+    holding a symbolic link (which could lead the deletion out of it), a special file or another
+    user's file is refused, as `run` and `resume` refuse it."""
     root, _ = locate_sweep(path)
-    state = json.loads(read_text(f"{root}/{STATE_FILE}") or '{"stages": {}}')
+    check_trusted(root)
+    state = load_state(root)
     needed = {_inner(uri) for stage in state["stages"].values() for uri in stage.get("checkpoints", {}).values()}
-    out = Plan()
+    out = Plan(root)
     for row in results.load(path).itertuples():
         if row.status not in ENDED:
             out.unfinished_trials += 1
@@ -78,7 +87,14 @@ def describe(p: Plan) -> str:
 
 
 def delete(p: Plan) -> None:
+    """Delete the planned checkpoint directories: only `checkpoint_*` directories, and locally only
+    those whose real path lies inside the experiment (no link leads out of it)."""
+    inside = os.path.realpath(p.root) + os.sep
     for uri, _ in p.delete:
         fs, inner, _ = filesystem(uri)
-        if posixpath.basename(inner).startswith("checkpoint_"):  # never anything else
-            fs.delete_dir(inner)
+        if not posixpath.basename(inner).startswith("checkpoint_"):  # never anything else
+            continue
+        if isinstance(fs, pafs.LocalFileSystem) and (os.path.islink(inner) or
+                                                      not os.path.realpath(inner).startswith(inside)):
+            continue
+        fs.delete_dir(inner)

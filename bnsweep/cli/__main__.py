@@ -1,0 +1,7 @@
+"""`python -m bnsweep.cli`: the `bnsweep` command."""
+
+import sys
+
+from bnsweep.cli import main
+
+sys.exit(main())
