@@ -271,3 +271,52 @@ def test_the_laptop_study_reading_follows_its_record():
     assert drop.idxmax() == ("from_stage:pretrain", "fc")
     best = means["final_autoattack_acc"].groupby(level="init").idxmax()
     assert [trainable for _, trainable in best] == ["all", "all"]
+
+
+COMMIT = re.compile(r"\b[0-9a-f]{7,40}\b")
+
+
+def named_commits() -> dict[str, set[str]]:
+    """Each commit the published text names, with the files naming it: hashes on a line that says
+    "commit" in the README, the pages, the sweep files and the records (record.json's and a
+    benchmark record's provenance)."""
+    import json
+
+    texts = [*DOCS, *sorted((REPO / "sweeps").glob("*.yaml")),
+             *sorted(p for p in (REPO / "docs" / "runs").iterdir() if p.is_file())]
+    named: dict[str, set[str]] = {}
+    for path in texts:
+        for line in path.read_text().splitlines():
+            if "commit" in line:
+                for sha in COMMIT.findall(line):
+                    named.setdefault(sha, set()).add(_rel(path))
+    for path in sorted((REPO / "docs" / "runs").glob("*/record.json")):
+        meta = json.loads(path.read_text())
+        for sha in [meta["recorded"]["commit"], *(code["commit"] for code in meta["code"])]:
+            named.setdefault(sha, set()).add(_rel(path))
+    return named
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_every_commit_the_docs_name_is_in_the_history():
+    """A reader can check out the code behind each number: every commit a page, a sweep file or a
+    record names is an ancestor of the checkout (a commit lost from the history, or one never pushed,
+    fails here). Needs the whole history: a shallow clone or an export without git is skipped."""
+    import subprocess
+
+    try:
+        shallow = _git("rev-parse", "--is-shallow-repository")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    if shallow == "true":
+        pytest.skip("a shallow clone lacks the history")
+    named = named_commits()
+    assert {"0b555da"} <= set(named), "the scan finds the commits the pages name"
+    lost = {sha: sorted(files) for sha, files in named.items() if subprocess.run(
+        ["git", "-C", str(REPO), "merge-base", "--is-ancestor", sha, "HEAD"], capture_output=True).returncode}
+    assert not lost, f"commits named but not in the history: {lost}"
