@@ -320,6 +320,8 @@ def test_every_kind_of_quote(mixed_dir, tmp_path):
     took = duration(meta["wall_times"]["sweep_s"], exact=True)
     assert f"| whole sweep (first trial start to last report) | {took} |" \
         in timing and "| stage `adv` (" in timing
+    costs = quote.render("rec costs", tmp_path)
+    assert costs.count("\n| `") == 2 and "| `adv` | " in costs and " %) |" in costs
     assert quote.render("rec provenance", tmp_path).startswith(meta["wall_times"]["start"][:10])
     with pytest.raises(UsageError, match="leaves 2"):
         quote.render("rec cell clean (%)", tmp_path)
@@ -344,3 +346,20 @@ def test_report_into_its_own_record_rewrites_the_report_and_keeps_the_record(mix
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "is a run record of other trials" in err
     assert {p.name: p.read_bytes() for p in rec.iterdir()} == before  # nothing written
+
+
+def test_time_split_puts_each_second_of_a_trial_in_one_part():
+    """Training = images / images_per_s per epoch, evaluation = the rest of each epoch, other = Ray's
+    time outside the epochs; means over a stage's trials; a stage training on every image is left out."""
+    from bnsweep.results import runinfo
+
+    rows = []
+    for trial, scale in (("a", 1.0), ("b", 2.0)):
+        rows += [dict(stage="adv", trial_id=trial, n_train=1000, images_per_s=100 / scale, epoch_s=12 * scale,
+                      time_total_s=15 * scale),  # 10 s training, 2 s evaluation
+                 dict(stage="adv", trial_id=trial, n_train=1000, images_per_s=200 / scale, epoch_s=9 * scale,
+                      time_total_s=25 * scale)]  # 5 s training, 4 s evaluation; 25 - 21 = 4 s other
+    rows.append(dict(stage="all", trial_id="c", n_train=0, images_per_s=1.0, epoch_s=1.0, time_total_s=2.0))
+    split = runinfo.time_split(pd.DataFrame(rows))
+    assert split == {"adv": {"training": 22.5, "evaluation": 9.0, "other": 6.0}}
+    assert runinfo.time_split(pd.DataFrame(rows).drop(columns="epoch_s")) == {}

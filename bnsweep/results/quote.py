@@ -21,6 +21,8 @@ Kinds, for a run record (a directory made by `bnsweep record`):
 - `interval A B --metric COLUMN [--where EXPR]`: one such difference, inline;
 - `cell COLUMN --where EXPR`: one cell of the table (`mean ± std`), inline;
 - `timing`: the wall times (whole sweep, per stage, mean trial), a table;
+- `costs`: where each stage's trial time went (training, evaluation and final attack, the rest), a
+  table;
 - `wall`: the whole sweep's wall time, inline;
 - `provenance`: date, commit, machine and load of the run, inline.
 
@@ -51,7 +53,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="record", add_help=False)
     p.add_argument("path")
-    p.add_argument("kind", choices=("table", "compare", "interval", "cell", "timing", "wall", "provenance", "bench"))
+    p.add_argument("kind", choices=("table", "compare", "interval", "cell", "timing", "costs", "wall", "provenance",
+                                    "bench"))
     p.add_argument("args", nargs="*")
     p.add_argument("--where")
     p.add_argument("--eps-255", type=float, nargs="+")
@@ -78,6 +81,8 @@ def render(spec: str, base: str | os.PathLike = ".") -> str:
         return _provenance(meta)
     if args.kind == "timing":
         return _block(_timing(meta))
+    if args.kind == "costs":
+        return _block(_costs(results.history(path)))
     df = results.select(results.load(path), where=args.where)
     if args.kind == "table":
         return _block(tables.to_markdown(tables.summarize(df, radii=args.eps_255)))
@@ -130,6 +135,19 @@ def _timing(meta: dict) -> str:
     for stage, t in times["stages"].items():
         rows.append(f"| stage `{stage}` ({t['trials']} trials; {duration(t['mean_trial_s'], exact=True)} a trial on "
                     f"average) | {duration(t['wall_s'], exact=True)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _costs(hist) -> str:
+    from bnsweep.results import runinfo
+
+    rows = ["| stage | training | evaluation and final attack | other (start, data, checkpoints) |",
+            "|---|---|---|---|"]
+    for stage, t in runinfo.time_split(hist).items():
+        total = sum(t.values())
+        rows.append(f"| `{stage}` | " + " | ".join(
+            f"{duration(t[part], exact=True)} ({100 * t[part] / total:.0f} %)"
+            for part in ("training", "evaluation", "other")) + " |")
     return "\n".join(rows) + "\n"
 
 

@@ -97,6 +97,29 @@ def wall_times(hist: pd.DataFrame) -> dict[str, Any]:
             "end": end.isoformat(timespec="seconds"), "stages": stages}
 
 
+def time_split(hist: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Where a stage's trial time went, mean seconds per trial: `training` (the epochs' training
+    passes: the trial's `n_train` images at each epoch's `images_per_s`), `evaluation` (the rest of
+    each epoch: the per-epoch evaluation, and in the last epoch the final attack), `other` (Ray's
+    `time_total_s` outside the epochs: start, data, checkpoints, reports). Stages whose trials did
+    not report all three (or train on every image, `n_train: 0`) are left out."""
+    need = {"stage", "trial_id", "n_train", "images_per_s", "epoch_s", "time_total_s"}
+    if hist.empty or not need <= set(hist.columns):
+        return {}
+    rows = hist.dropna(subset=["images_per_s", "epoch_s", "time_total_s"])
+    rows = rows[rows["n_train"].astype(float) > 0]
+    training = rows["n_train"].astype(float) / rows["images_per_s"].astype(float)
+    per_trial = pd.DataFrame({"stage": rows["stage"], "trial_id": rows["trial_id"], "training": training,
+                              "evaluation": rows["epoch_s"].astype(float) - training,
+                              "epochs": rows["epoch_s"].astype(float), "total": rows["time_total_s"].astype(float)})
+    per_trial = per_trial.groupby(["stage", "trial_id"], sort=False).agg(
+        training=("training", "sum"), evaluation=("evaluation", "sum"), epochs=("epochs", "sum"),
+        total=("total", "max"))
+    per_trial["other"] = per_trial["total"] - per_trial["epochs"]
+    means = per_trial.groupby(level="stage", sort=False)[["training", "evaluation", "other"]].mean()
+    return {str(stage): {k: round(float(v), 1) for k, v in row.items()} for stage, row in means.iterrows()}
+
+
 def _seconds(delta: pd.Timedelta) -> float:
     return round(delta.total_seconds(), 1)
 
