@@ -23,6 +23,28 @@ TINY = dict(dataset="planted", model="resnet8", width=0.25, n_train=128, n_test=
 
 
 @pytest.fixture
+def small_tmpfs(tmp_path):
+    """`small_tmpfs(size)` -> a fresh directory on a tmpfs of that size (`16k`, `1500k`), for tests of
+    a full disk; unmounted after the test. Needs root and mount rights, as on CI; skipped elsewhere."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"tmpfs-{len(mounts)}"
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
 def tiny_config():
     """`tiny_config(**overrides)` -> a validated TrialConfig small enough to train in about a second."""
 

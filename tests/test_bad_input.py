@@ -710,27 +710,13 @@ def test_a_cut_cache_of_an_archive_gives_validate_and_train_one_warning(tmp_path
     assert len(warned) == 2 and all("does not read back (PytorchStreamReader" in line for line in warned), warned
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 16 KiB tmpfs (needs root and mount rights, as on CI; skipped elsewhere)."""
-    import subprocess
-
-    mount = tmp_path / "full"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 @pytest.mark.parametrize("where", ["under-a-file", "on-a-full-disk"])
-def test_an_image_cache_that_cannot_be_written_is_one_line(where, tmp_path, capsys, monkeypatch, request):
+def test_an_image_cache_that_cannot_be_written_is_one_line(where, tmp_path, capsys, monkeypatch, small_tmpfs):
     if where == "under-a-file":
         (tmp_path / "afile").write_text("x")
         cache = tmp_path / "afile" / "cache"
     else:
-        cache = request.getfixturevalue("full_disk") / "cache"
+        cache = small_tmpfs("16k") / "cache"
     monkeypatch.setenv("BNSWEEP_CACHE_DIR", str(cache))
     source = _tree(tmp_path / "data")
     (source / "train" / "ant" / "pad.png").write_bytes((source / "train" / "ant" / "000.png").read_bytes())

@@ -231,20 +231,8 @@ def test_local_ray_starts_without_dashboard(ray_local):
     assert not global_worker.node.address_info.get("webui_url")
 
 
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1.5 MiB tmpfs as storage (needs root and mount rights, as on CI; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small_disk, ray_local):
+def test_full_storage_stops_with_a_clear_error_and_keeps_results(tmp_path, small_tmpfs, ray_local):
+    small_disk = small_tmpfs("1500k")  # 1.5 MiB of storage
     doc = {"name": "full", "trial": {**TRIAL, "n_train": 96, "width": 0.5, "epochs": 8}, "grid": {"seed": [0, 1]},
            "max_failures": 0, "checkpoints_to_keep": 20}  # every checkpoint kept: the disk fills up
     sweep = load_sweep(str(write(tmp_path, doc)))
