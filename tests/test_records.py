@@ -4,9 +4,11 @@ and the trials wrote, and refusals that leave nothing behind."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -363,3 +365,15 @@ def test_time_split_puts_each_second_of_a_trial_in_one_part():
     split = runinfo.time_split(pd.DataFrame(rows))
     assert split == {"adv": {"training": 22.5, "evaluation": 9.0, "other": 6.0}}
     assert runinfo.time_split(pd.DataFrame(rows).drop(columns="epoch_s")) == {}
+
+
+def test_quote_help_names_every_kind_a_block_can_have():
+    """`bnsweep quote --help` lists the kinds by hand (the command line does not import the results
+    layer to build its parser): every kind `quote` renders is named there."""
+    from bnsweep.cli import build_parser
+    from bnsweep.results import quote
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    description = sub.choices["quote"].description
+    kinds = next(a for a in quote._parser()._actions if a.dest == "kind").choices
+    assert [k for k in kinds if not re.search(rf"\b{k}\b", description)] == []

@@ -208,7 +208,7 @@ def add_quote(sub) -> None:
     p = sub.add_parser("quote", help="rewrite the numbers a Markdown file quotes from run records",
                        description="Render every <!-- record: PATH KIND ... --> ... <!-- /record --> block of the "
                                    "files from its record (PATH relative to the file) and write it in. Kinds of a "
-                                   "run record: table, compare, timing, wall, provenance, cell, interval; of a "
+                                   "run record: table, compare, interval, cell, timing, costs, wall, provenance; of a "
                                    "benchmark record: bench PART, bench header (see bnsweep/results/quote.py).")
     p.add_argument("files", nargs="+", help="Markdown files, e.g. docs/studies/demo.md")
     p.add_argument("--check", action="store_true",
