@@ -40,10 +40,17 @@ class Code:
         return f"{self.version} (commit {self.commit}{' ' + DIRTY if self.dirty else ''})"
 
 
+COMMIT_ENV = "BNSWEEP_COMMIT"
+
+
 def code() -> Code:
-    """The version and git commit of the bnsweep checkout this runs from; no commit when bnsweep
-    is not a git checkout of its own (an installed package, or bnsweep inside another repository)."""
+    """The version and git commit of the bnsweep checkout this runs from. Where git cannot tell
+    (a copy of a checkout without its .git, as synced to a cluster or a GPU machine, or no git
+    there), the commit is `$BNSWEEP_COMMIT` if set: whoever copied the checkout vouches that it
+    is that commit, unchanged. Otherwise no commit (an installed package, or bnsweep inside
+    another repository)."""
     root = Path(bnsweep.__file__).resolve().parent.parent
+    told = Code(bnsweep.__version__, os.environ.get(COMMIT_ENV) or None)
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -52,10 +59,10 @@ def code() -> Code:
 
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
-            return Code(bnsweep.__version__)
+            return told
         commit, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return Code(bnsweep.__version__)
+        return told
     return Code(bnsweep.__version__, commit, bool(changes))
 
 

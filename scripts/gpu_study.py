@@ -7,9 +7,9 @@ In order, each phase with its own time limit inside `--budget` (so a slow phase 
 ones their time, never the files already written), all through `bnsweep run` on a local Ray:
 1. install: bnsweep from this checkout and what it needs from the carried wheelhouse
    (`pip install --no-index --find-links WHEELS -e .`; scripts/prepare_gpu_study.sh builds it);
-2. demo: sweeps/demo.yaml with `gpu: 0.25` per trial and `device: auto`;
-3. study: sweeps/cifar10-gpu-short.yaml on the CIFAR-10 archive (`--data`);
-4. bench: `python -m bnsweep.bench --part packing` (Ray Tune trials sharing the GPU);
+2. study: sweeps/cifar10-gpu-short.yaml on the CIFAR-10 archive (`--data`);
+3. bench: `python -m bnsweep.bench --part packing` (Ray Tune trials sharing the GPU);
+4. demo: sweeps/demo.yaml with `gpu: 0.25` per trial and `device: auto`;
 while `nvidia-smi` samples the GPU's busy share (utilization.gpu: the share of each 500 ms in which
 a kernel ran) and memory. Then `bnsweep report` for each experiment; per phase and per stage the
 busy share, and per stage the trials at once and a trial's training images/s; and everything packed
@@ -43,14 +43,15 @@ SHORT = ROOT / "sweeps" / "cifar10-gpu-short.yaml"
 DEMO = ROOT / "sweeps" / "demo.yaml"
 NEEDED = ("ray", "optuna", "tensorboardX", "pyautoattack", "jsonschema")
 # Toy sizes of --smoke-test: every stage, every trial, a few seconds each on a CPU core. The final
-# attack is PGD: AutoAttack on a toy model is no toy (a near-constant classifier leaves points no
-# attack moves, and each gets the whole ensemble, Square's 5,000 queries included).
+# attack is PGD alone: AutoAttack on a toy model is no toy (a near-constant classifier leaves points
+# no attack moves, and each gets every iteration of every attack).
 TOY = ["n_train=40", "n_test=20", "width=0.25", "epochs=1", "batch_size=20", "eval_n=10", "eval_steps=1",
-       "final_attack=pgd", "final_steps=1", "train_steps=1"]
+       "final_attack=pgd", "final_autoattack=none", "final_steps=1", "train_steps=1"]
 # Time limits: a phase gets at most CAP seconds and leaves RESERVE seconds of the budget to those
-# after it: the demo leaves the study most of the budget, the benchmark leaves time for the reports.
-CAP = {"demo": 120, "study": 600, "bench": 150, "report": 60}
-RESERVE = {"demo": 400, "study": 60, "bench": 45, "report": 5}
+# after it. The study comes first (it is what the run is for), then the benchmark, then the demo;
+# the reports come last and can be made again from experiments.tar.gz (`bnsweep report`).
+CAP = {"study": 360, "bench": 120, "demo": 110, "report": 45}
+RESERVE = {"study": 150, "bench": 60, "demo": 15, "report": 5}
 
 
 class Study:
@@ -112,11 +113,11 @@ def install(study: Study) -> None:
         raise SystemExit(f"missing {', '.join(missing)}: give --wheels (a wheelhouse: scripts/prepare_gpu_study.sh)")
     wheels = Path(study.args.wheels).resolve()
     pip = [sys.executable, "-m", "pip", "install", "--isolated", "--no-index", "--find-links", str(wheels)]
-    if study.run("install", [*pip, "-e", str(ROOT)], limit=240):
+    if study.run("install", [*pip, "-e", str(ROOT)], limit=120):
         # a package of the image older than a requirement allows: install every wheel anyway, and say so
         study.say("install: WARNING: resolving failed (log.txt); installing every wheel without dependency checks")
         others = [str(w) for w in sorted(wheels.glob("*.whl")) if not w.name.startswith("bnsweep-")]
-        if study.run("install --no-deps", [*pip, "--no-deps", *others, "-e", str(ROOT)], limit=240):
+        if study.run("install --no-deps", [*pip, "--no-deps", *others, "-e", str(ROOT)], limit=120):
             raise SystemExit("install failed (log.txt): nothing else can run")
     importlib.invalidate_caches()
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", help="experiments and reports (default: OUT-work beside OUT)")
     p.add_argument("--data", required=True, help="the CIFAR-10 image-folder archive (e.g. cifar10-jpeg.tar.gz)")
     p.add_argument("--wheels", help="wheelhouse to install Ray and the rest from, where they are missing")
-    p.add_argument("--budget", type=float, default=570, help="seconds for everything (default 570)")
+    p.add_argument("--budget", type=float, default=550, help="seconds for everything (default 550)")
     p.add_argument("--smoke-test", action="store_true", help="toy sizes, to check that every phase runs")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -233,8 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     toy = TOY if args.smoke_test else []
     sampler = sample_gpu(study)
     try:
-        study.run("demo", cli("run", str(demo_file(study)), "--storage", str(study.results),
-                                  *(["--set", *toy] if toy else [])), study.limit("demo"))
         study.run("study", cli("run", str(SHORT), "--storage", str(study.results), "--set",
                                    f"data_dir={Path(args.data).resolve()}", *toy), study.limit("study"))
         # long enough timed epochs that trials packed 8 to a GPU each train for seconds
@@ -244,11 +243,13 @@ def main(argv: list[str] | None = None) -> int:
             study.run("bench", [sys.executable, "-m", "bnsweep.bench", "--part", "packing", *sizes],
                       study.limit("bench"), stdout=bench_out)
         study.say("bench-packing.txt:\n" + (study.out / "bench-packing.txt").read_text()[-1500:])
+        study.run("demo", cli("run", str(demo_file(study)), "--storage", str(study.results),
+                              *(["--set", *toy] if toy else [])), study.limit("demo"))
     finally:
         if sampler is not None:
             sampler.send_signal(signal.SIGINT)
             sampler.wait()
-    for name in ("demo-gpu", "cifar10-gpu-short"):
+    for name in ("cifar10-gpu-short", "demo-gpu"):
         if (study.results / name).exists():
             study.run(f"report {name}", cli("report", str(study.results / name), "-o",
                                                 str(study.work / f"report-{name}")), study.limit("report"))

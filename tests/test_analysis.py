@@ -369,8 +369,14 @@ def test_code_commit(monkeypatch, tmp_path):
     code = provenance.code()
     assert re.fullmatch(r"[0-9a-f]{40}", code.commit) and code.version == bnsweep.__version__
     assert str(code) == f"{bnsweep.__version__} (commit {code.commit}{' with uncommitted changes' * code.dirty})"
+    monkeypatch.setenv("BNSWEEP_COMMIT", "f" * 40)
+    assert provenance.code().commit == code.commit  # git knows: what a copier says does not count
+    monkeypatch.delenv("BNSWEEP_COMMIT")
     monkeypatch.setattr(bnsweep, "__file__", str(tmp_path / "bnsweep" / "__init__.py"))
     assert provenance.code().commit is None  # an installed package: no commit to name
+    # a copy of the checkout without its .git (synced to a GPU machine): the copier names the commit
+    monkeypatch.setenv("BNSWEEP_COMMIT", code.commit)
+    assert provenance.code() == provenance.Code(bnsweep.__version__, code.commit)
 
 
 def test_report_cli_flags_and_errors(ray_dir, tmp_path, capsys):

@@ -46,10 +46,10 @@ def test_gpu_study_smoke_test_runs_every_phase(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:] + log[-3000:]
     assert len(list(out.iterdir())) <= 8 and all(p.is_file() for p in out.iterdir())
     summary = json.loads((out / "summary.json").read_text())
-    assert [p["phase"] for p in summary["phases"]] == ["demo", "study", "bench", "report demo-gpu",
-                                                        "report cifar10-gpu-short"]
+    assert [p["phase"] for p in summary["phases"]] == ["study", "bench", "demo", "report cifar10-gpu-short",
+                                                        "report demo-gpu"]
     stages = {s["stage"]: s for s in summary["stages"]["cifar10-gpu-short"]}
-    assert {name: s["trials"] for name, s in stages.items()} == {"pretrain": 2, "adv-bn": 4, "adv": 12}
+    assert {name: s["trials"] for name, s in stages.items()} == {"pretrain": 2, "adv": 16}
     assert all(s["statuses"] == {"terminated": s["trials"]} for s in stages.values())
     assert all(s["devices"] == (["cpu"] if not torch.cuda.is_available() else s["devices"]) for s in stages.values())
     assert [s["trials"] for s in summary["stages"]["demo-gpu"]] == [2, 16]
@@ -58,4 +58,4 @@ def test_gpu_study_smoke_test_runs_every_phase(tmp_path):
         names = tar.getnames()
         report = tar.extractfile("report-cifar10-gpu-short/report.md").read().decode()
     assert not [n for n in names if "checkpoint_" in n]  # weights stay behind: they do not fit
-    assert "### Devices" in report and "| adv-bn | cpu | " in report
+    assert "### Devices" in report and "| adv | cpu | " in report

@@ -106,17 +106,17 @@ def test_gpu_short_sweep_is_the_study_at_full_size_with_its_projection(tmp_path)
 
     data = tiny_cifar(tmp_path / "cifar.tar.gz")  # a stand-in: n_train 0 takes whatever the split holds
     short = load_sweep(str(ROOT / "sweeps" / "cifar10-gpu-short.yaml"), {"data_dir": str(data)})
-    pre, adv_bn, adv = short.stages
+    pre, adv = short.stages
     assert pre.base["train_attack"] == "none" and pre.base["epochs"] >= 20
     for stage in short.stages:
         assert stage.base["n_train"] == 0 and stage.base["dataset"] == "folder"  # all 50,000 images
         assert stage.base["model"] == "resnet20" and stage.base["width"] >= 1
         assert stage.resources["gpu"] == 0.25 and len(stage.grid["seed"]) >= 2
-    assert {adv_bn.base["trainable"], *adv.grid["trainable"]} == {"all", "bn", "bn+fc", "fc"}
-    for stage in (adv_bn, adv):
-        assert set(stage.grid["init"]) == {"from_stage:pretrain", "random"}
-        assert stage.base["train_attack"] == "pgd" and stage.base["train_eps_255"] == 8
-    assert adv_bn.base["final_attack"] == "autoattack" and adv.base["final_attack"] == "pgd"
+    assert set(adv.grid["trainable"]) == {"all", "bn", "bn+fc", "fc"}
+    assert set(adv.grid["init"]) == {"from_stage:pretrain", "random"}
+    assert adv.base["train_attack"] == "pgd" and adv.base["train_eps_255"] == 8
+    # every adversarial row (the BN rows among them) faces AutoAttack beside the final PGD
+    assert adv.base["final_attack"] == "pgd" and adv.base["final_autoattack"] != "none"
     header = (ROOT / "sweeps" / "cifar10-gpu-short.yaml").read_text().split("\nname:")[0]
     assert "PROJECTION" in header and "in all" in header and "8,646" in header
 
@@ -136,7 +136,7 @@ def test_gpu_short_sweep_runs_at_toy_size_on_cpu(tmp_path, ray_local):
     root = sweep_dir(str(tmp_path / "results"), short.name)
     execute(short, root, resume=False)
     df = results.load(root)
-    assert df.groupby("stage").size().to_dict() == {"pretrain": 2, "adv-bn": 4, "adv": 12}
+    assert df.groupby("stage").size().to_dict() == {"pretrain": 2, "adv": 16}
     assert set(df["status"]) == {"terminated"} and df["final_robust_acc"].notna().all()
     adv = df[df["stage"] != "pretrain"]
-    assert (adv["init_checkpoint"] != "").sum() == 8  # the pre-trained half of each adversarial stage
+    assert (adv["init_checkpoint"] != "").sum() == 8  # the pre-trained half of the adversarial stage
