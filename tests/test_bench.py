@@ -173,3 +173,29 @@ def test_cpu_part_times_compiled_variants_and_the_warm_cache(capsys):
     first, second = [r for r in rows if r["kind"] == "compile"]
     assert (first["run"], second["run"]) == ("first (empty cache)", "second (warm cache)")
     assert second["pgd_compile_s"] < first["pgd_compile_s"]  # the second process reuses the first's artefacts
+
+
+def test_packing_stopped_before_every_trial_reported_says_so(monkeypatch, capsys):
+    """A packing run stopped by a time limit (Ctrl-C ends the Tune run with trials unreported) prints
+    what it timed and says where it stopped, instead of failing on the missing reports."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from bnsweep.bench import common, sweep
+
+    class Stopped:  # what Tuner.fit() returns: one trial reported, the other was stopped first
+        def __init__(self, *args, **kwargs):
+            self.n = kwargs["param_space"]["n"]
+
+        def fit(self):
+            done = {"images": 100, "start": 0.0, "end": 1.0}
+            return [SimpleNamespace(metrics=done if self.n == 1 or i == 0 else {}) for i in range(self.n)]
+
+    monkeypatch.setattr(tune, "Tuner", Stopped)
+    monkeypatch.setattr(common, "ray_session", lambda: __import__("contextlib").nullcontext())
+    args = SimpleNamespace(pack_counts=[1, 2], pack_model="resnet8", pack_steps=1, pack_batch_size=8,
+                           pack_batches=1, pack_epochs=1, width=0.25)
+    rows = sweep.packing(SimpleNamespace(args=args))
+    assert [r["trials"] for r in rows] == [1] and rows[0]["ratio"] == 1
+    assert "2 trials: stopped before every trial reported" in capsys.readouterr().out

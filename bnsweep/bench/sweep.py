@@ -80,8 +80,13 @@ def packing(b) -> list[Row]:
                 grid = tune.Tuner(tune.with_resources(_packed_trial, resources), param_space=space,
                                   run_config=tune.RunConfig(storage_path=storage, name="packing", verbose=0)).fit()
                 metrics = [grid[i].metrics or {} for i in range(len(grid))]
+            if not all("end" in m for m in metrics):  # stopped (Ctrl-C, a time limit) before all reported
+                print(f"packing: {n} trials: stopped before every trial reported; not timed, none after it")
+                break
             seconds = max(m["end"] for m in metrics) - min(m["start"] for m in metrics)
             rows.append({"trials": n, "images_per_s": sum(m["images"] for m in metrics) / seconds})
+    if not rows:
+        return rows
     alone = rows[0]["images_per_s"]
     print(f"{'trials':>6}{'aggregate img/s':>17}{'vs one alone':>14}")
     for r in rows:
