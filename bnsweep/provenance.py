@@ -44,11 +44,14 @@ COMMIT_ENV = "BNSWEEP_COMMIT"
 
 
 def code() -> Code:
-    """The version and git commit of the bnsweep checkout this runs from. Where git cannot tell
-    (a copy of a checkout without its .git, as synced to a cluster or a GPU machine, or no git
-    there), the commit is `$BNSWEEP_COMMIT` if set: whoever copied the checkout vouches that it
-    is that commit, unchanged. Otherwise no commit (an installed package, or bnsweep inside
-    another repository)."""
+    """The version and git commit of the bnsweep checkout this runs from; no commit when bnsweep
+    is not a git checkout of its own (an installed package, or bnsweep inside another repository).
+
+    `$BNSWEEP_COMMIT`, where set, names the commit of a checkout copied to another machine whose
+    git cannot tell: a copy without its .git, or with a stale one (a .git copied earlier than the
+    tree, which then reports an older commit with uncommitted changes). Whoever copied the tree
+    vouches that it is that commit, unchanged. Where the checkout's own HEAD is that commit, git's
+    answer stands, uncommitted changes included."""
     root = Path(bnsweep.__file__).resolve().parent.parent
     told = Code(bnsweep.__version__, os.environ.get(COMMIT_ENV) or None)
 
@@ -60,7 +63,10 @@ def code() -> Code:
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
             return told
-        commit, changes = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        commit = git("rev-parse", "HEAD")
+        if told.commit and told.commit != commit:
+            return told
+        changes = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return told
     return Code(bnsweep.__version__, commit, bool(changes))

@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     toy = TOY if args.smoke_test else []
     sampler = sample_gpu(study)
     try:
-        study.run("study", cli("run", str(SHORT), "--storage", str(study.results), "--set",
+        # paths relative to the checkout (the commands run there): a record names the sweep file as
+        # any checkout of the repository has it
+        study.run("study", cli("run", str(SHORT.relative_to(ROOT)), "--storage", str(study.results), "--set",
                                    f"data_dir={Path(args.data).resolve()}", *toy), study.limit("study"))
         # long enough timed epochs that trials packed 8 to a GPU each train for seconds
         sizes = ["--smoke-test"] if args.smoke_test else ["--pack-counts", "1", "4", "8", "--pack-batches", "40",

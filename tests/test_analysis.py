@@ -369,8 +369,11 @@ def test_code_commit(monkeypatch, tmp_path):
     code = provenance.code()
     assert re.fullmatch(r"[0-9a-f]{40}", code.commit) and code.version == bnsweep.__version__
     assert str(code) == f"{bnsweep.__version__} (commit {code.commit}{' with uncommitted changes' * code.dirty})"
+    monkeypatch.setenv("BNSWEEP_COMMIT", code.commit)
+    assert provenance.code() == code  # the checkout's own HEAD: git's answer, its changes included
+    # a tree copied with a stale .git (its HEAD older than the tree): the copier names the commit
     monkeypatch.setenv("BNSWEEP_COMMIT", "f" * 40)
-    assert provenance.code().commit == code.commit  # git knows: what a copier says does not count
+    assert provenance.code() == provenance.Code(bnsweep.__version__, "f" * 40)
     monkeypatch.delenv("BNSWEEP_COMMIT")
     monkeypatch.setattr(bnsweep, "__file__", str(tmp_path / "bnsweep" / "__init__.py"))
     assert provenance.code().commit is None  # an installed package: no commit to name
