@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,10 @@ def test_images_the_docs_show_exist():
 # a setting, not a measurement.)
 MEASURED = re.compile(r"(?<!every )\b\d[\d,.]*(?:-\d[\d,.]*)? ?(?:ms|s|min|minutes|h|hours|img/s)\b|\d ± \d")
 SAYS_UNRECORDED = re.compile(r"not recorded|unrecorded|projected|projection|projects\b", re.IGNORECASE)
+# The GPU run's own output (scripts/gpu_study.py, the resume, the packing benchmark), committed beside
+# its record: a passage that cites it is checked against it by test_the_gpu_run_section_follows_its_output.
+GPU_RUN = REPO / "docs" / "runs" / "cifar10-gpu-short" / "gpu-run"
+CITES_GPU_RUN = "`docs/runs/cifar10-gpu-short/gpu-run/`"
 
 
 def _passages(text: str) -> list[tuple[int, int]]:
@@ -176,7 +181,7 @@ def _unrecorded(text: str) -> list[str]:
         if any(a <= m.start() < b for a, b in quoted):
             continue
         start, end = next((a, b) for a, b in passages if a <= m.start() < b)
-        if not SAYS_UNRECORDED.search(text[start:end]):
+        if not SAYS_UNRECORDED.search(text[start:end]) and CITES_GPU_RUN not in text[start:end]:
             line = text.count("\n", 0, m.start()) + 1
             found.append(f"line {line}: {text.splitlines()[line - 1].strip()[:100]}")
     return list(dict.fromkeys(found))
@@ -215,11 +220,14 @@ def test_each_record_names_the_command_that_remakes_it():
             meta = json.loads((path / "record.json").read_text())
             argv = shlex.split(meta["command"])
             assert argv[:2] == ["bnsweep", "run"], path
-            sweep = REPO / argv[2]
+            sweep = Path(argv[2])
+            if sweep.is_absolute():  # run in a copy of the checkout elsewhere (a GPU machine): its sweeps/
+                sweep = Path(*sweep.parts[sweep.parts.index("sweeps"):])
+            sweep = REPO / sweep
             # what it runs, unchanged: its comments (sizes, reasons, projections) may have been edited since
             assert sweep.is_file() and yaml.safe_load(sweep.read_text()) == yaml.safe_load(
                 (path / "sweep.yaml").read_text()), (
-                f"{argv[2]} changed since {path.name} was recorded: run it again (docs/guides/run-records.md)")
+                f"{sweep} changed since {path.name} was recorded: run it again (docs/guides/run-records.md)")
             assert ("--set" in argv) == (path / "overrides.yaml").is_file(), path
         else:
             prefix = "# bnsweep benchmark record: python -m bnsweep.bench "
@@ -252,8 +260,7 @@ def test_a_committed_record_reports_without_its_experiment(tmp_path):
 
 
 def test_the_laptop_study_reading_follows_its_record():
-    """docs/studies/cifar10-laptop.md's "What the record shows" and the README's caption state
-    orderings their quotes do not, of the bf16 record and, where the page says so, of the fp32 one:
+    """docs/studies/cifar10-laptop.md's "What the record shows" states orderings its quotes do not, of the bf16 record and, where the page says so, of the fp32 one:
     BN-only beats classifier-only (intervals above 0 under PGD-20 in both; under AutoAttack above 0
     in fp32 only), the classifier-only rows lose the most from PGD-20 to AutoAttack, and training
     every parameter is best under AutoAttack from either init. "bf16 against fp32" counts the rows
@@ -289,6 +296,34 @@ def test_the_laptop_study_reading_follows_its_record():
         within, total, largest = within + int((gap <= b.std()).sum()), total + len(gap), max(largest, gap.max())
     assert f"{within} of the {total} adversarial rows'" in page
     assert f"largest difference of means is {100 * largest:.1f} points" in page
+
+
+def test_the_gpu_study_reading_follows_its_record():
+    """docs/studies/cifar10-gpu.md's "What the record shows" and the README's caption state what their
+    quotes do not: BN-only beats classifier-only on pre-trained features (interval under AutoAttack
+    above 0); on random features BN-only gives less, by an interval two seeds cannot tell from 0, with
+    every pre-trained seed above every random one; training every parameter is best under AutoAttack
+    from either init; AutoAttack's mean is below PGD-50's in every row."""
+    from bnsweep import results
+    from bnsweep.results import compare
+
+    page = (REPO / "docs" / "studies" / "cifar10-gpu.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "two seeds cannot tell that difference from 0, though every seed" in page
+    assert "on random features it gave less (two seeds cannot tell how much less)" in " ".join(readme.split())
+    df = results.select(results.load(REPO / "docs" / "runs" / "cifar10-gpu-short"), where="stage == 'adv'")
+    assert (df["train_eps_255"] == 8).all()
+    pre_bn, rand_bn = "init != 'random' and trainable == 'bn'", "init == 'random' and trainable == 'bn'"
+    low = compare.compare(df, "trainable == 'bn' and init != 'random'",
+                          "trainable == 'fc' and init != 'random'").set_index("metric")["low"]
+    assert low["final_autoattack_acc_eps8"] > 0
+    init = compare.compare(df, pre_bn, rand_bn).set_index("metric")
+    assert init.loc["final_autoattack_acc_eps8", "difference"] > 0 > init.loc["final_autoattack_acc_eps8", "low"]
+    for metric in ("final_robust_acc", "final_autoattack_acc"):
+        assert df.query(pre_bn)[metric].min() > df.query(rand_bn)[metric].max()
+    means = df.groupby(["init", "trainable"])[["final_robust_acc", "final_autoattack_acc"]].mean()
+    assert [t for _, t in means["final_autoattack_acc"].groupby(level="init").idxmax()] == ["all", "all"]
+    assert (means["final_autoattack_acc"] < means["final_robust_acc"]).all()
 
 
 COMMIT = re.compile(r"\b[0-9a-f]{7,40}\b")
@@ -356,3 +391,47 @@ def test_the_demo_reading_follows_its_record():
     diffs = compare.study_comparisons(df)
     assert ((diffs["low"] <= 0) & (diffs["high"] >= 0)).sum() > len(diffs) / 2
     assert set(df["precision_reported"]) == {"bf16"}
+
+
+def test_the_gpu_run_section_follows_its_output():
+    """docs/studies/cifar10-gpu.md's timing section states what the GPU machine wrote (gpu-run/:
+    scripts/gpu_study.py's summary, the resume's start and end, the packing benchmark's table) and
+    what the sweep file's header projected: each phrase below, computed from those files, is in the
+    section, and every other time or throughput the section states outside quoted blocks is in one."""
+    import json
+
+    from bnsweep.layout.labels import duration
+    from bnsweep.results import quote
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from gpu_study import CAP
+
+    summary = json.loads((GPU_RUN / "summary.json").read_text())
+    phase = {p["phase"]: p for p in summary["phases"]}
+    stages = {s["stage"]: s for s in summary["stages"]["cifar10-gpu-short"]}
+    adv, pre = stages["adv"], stages["pretrain"]
+    start, end = (int(x) for x in (GPU_RUN / "resume-start.txt").read_text().split())
+    study, resume = round(phase["study"]["seconds"]), end - start
+    header = (REPO / "sweeps" / "cifar10-gpu-short.yaml").read_text().split("\nname:")[0]
+    alone = re.search(r"PGD-5 training .*= ([\d,]+) img/s", header)[1]
+    projected_s, projected_min = re.search(r"about (\d+) s = ([\d.]+) min", header).groups()
+    bench = re.findall(r"^ +(\d+) +(\d+) +([\d.]+)x$", (GPU_RUN / "bench-packing.txt").read_text(), re.M)
+    phrases = [
+        f"limit of {CAP['study']} s", f"{adv['statuses']['terminated']} of the 16 adversarial trials were done",
+        f"the GPU for {round(start - phase['study']['end'])} s",
+        f"took {study} s + {resume} s = {duration(study + resume, exact=True)}", "within the 8 minutes",
+        f"but {(study + resume) / int(projected_s):.1f}x the", f"({projected_min} minutes)",
+        f"trained at {adv['trial_images_per_s']:,} img/s, {adv['trials_at_once']} trials at once: "
+        f"{round(adv['trial_images_per_s'] * adv['trials_at_once'], -2):,.0f} img/s in all",
+        f"busy (a kernel running, as `nvidia-smi` samples it) {adv['gpu_busy_mean_pct']} % of that stage's",
+        f"one trial alone at {alone} img/s", f"busy {pre['gpu_busy_mean_pct']} % of its time",
+        *(f"| {n} | {int(ips):,} | {ratio}x |" for n, ips, ratio in bench)]
+    text = (REPO / "docs" / "studies" / "cifar10-gpu.md").read_text()
+    section = text[text.index("### How long it took"):]
+    flat = " ".join(section.split())
+    assert len(bench) == 3 and not [p for p in phrases if p not in flat]
+    # the sweep file's header says the same of the run
+    assert f"# {duration(study + resume, exact=True)} running" in header
+    assert f"(busy {adv['gpu_busy_mean_pct']} % of the adversarial stage" in header
+    unquoted = " ".join(quote.BLOCK.sub(" ", section).split())
+    assert not [m[0] for m in MEASURED.finditer(unquoted) if not any(m[0] in p for p in phrases)]
