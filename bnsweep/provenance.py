@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import bnsweep
+from bnsweep.core.cpuinfo import notable_features
 
 DIRTY = "with uncommitted changes"
 
@@ -129,7 +130,7 @@ def machine() -> dict[str, Any]:
     benchmark output prints it. Constant per process, so computed once."""
     gpus, driver = _gpus()
     here = code()
-    return {"host": socket.gethostname(), "cpu": cpu_name(), "cpus": os.cpu_count(),
+    return {"host": socket.gethostname(), "cpu": cpu_name(), "cpu_features": notable_features(), "cpus": os.cpu_count(),
             "memory_gib": _memory_gib(), "gpu": ", ".join(dict.fromkeys(gpus)) or None,
             "gpus": len(gpus), "gpu_driver": driver, "python": platform.python_version(),
             "torch": _version("torch"), "ray": _version("ray"), "bnsweep": here.version,
@@ -145,11 +146,12 @@ def load_average() -> float | None:
 
 
 def describe_machine(m: dict[str, Any]) -> str:
-    """One line: `AMD EPYC 7B13, 2 CPUs, 23.4 GiB, no GPU; Python 3.11.7, torch 2.14.1, Ray 2.60.0`."""
+    """One line: `AMD EPYC 7B13 (avx2 avx512f avx512_bf16), 2 CPUs, 23.4 GiB, no GPU; Python 3.11.7,
+    torch 2.14.1, Ray 2.60.0` (the CPU's notable features where the trials reported them)."""
     def known(v: Any) -> bool:
         return v is not None and v == v and v != ""  # v == v: not NaN (a record's empty cell)
 
-    parts = [str(m.get("cpu") or "unknown CPU")]
+    parts = [str(m.get("cpu") or "unknown CPU") + (f" ({m['cpu_features']})" if known(m.get("cpu_features")) else "")]
     if known(m.get("cpus")):
         parts.append(f"{int(m['cpus'])} CPUs")
     if known(m.get("memory_gib")):

@@ -137,6 +137,24 @@ def test_cpu_flags_are_read_from_proc_cpuinfo():
     assert hardware.native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
+def test_provenance_names_the_cpu_features_that_tell_two_cpus_of_one_name_apart(monkeypatch):
+    """Records of two "AMD EPYC" machines, one with AVX-512 BF16 and one with AVX2 only, must say
+    which ran: `precision: auto` trains in bf16 on the first and fp32 on the second."""
+    from bnsweep import provenance
+    from bnsweep.core import cpuinfo
+    from bnsweep.results import runinfo
+
+    assert provenance.machine()["cpu_features"] == cpuinfo.notable_features()
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda: frozenset({"fpu", "amx_bf16", "avx2", "avx512f"}))
+    assert cpuinfo.notable_features() == "avx2 avx512f amx_bf16"
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda: frozenset())
+    assert cpuinfo.notable_features() is None  # unknown, not "none of them"
+    line = provenance.describe_machine({"cpu": "AMD EPYC", "cpu_features": "avx2", "cpus": 2})
+    assert line.startswith("AMD EPYC (avx2), 2 CPUs")
+    assert provenance.describe_machine({"cpu": "AMD EPYC", "cpu_features": None}).startswith("AMD EPYC, ")
+    assert "cpu_features" in runinfo.MACHINE_KEYS  # records keep it
+
+
 def test_auto_values_are_valid_config():
     cfg = make_config({"precision": "auto", "compile": "auto"})
     assert (cfg.precision, cfg.compile) == ("auto", "auto")

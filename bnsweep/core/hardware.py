@@ -20,6 +20,7 @@ import os
 import torch
 
 from bnsweep.core.choices import Precision
+from bnsweep.core.cpuinfo import CPU_BF16_FLAGS, cpu_flags
 
 AUTO = "auto"
 # compile: auto compiles only trials of at least this many training batches: on the 2-core AMD
@@ -27,22 +28,6 @@ AUTO = "auto"
 # (width 1, batch 128), so it is earned back after about 25 batches; a cold one (about 60 s, once
 # per machine and model) after about 300, i.e. within the first trials of a sweep.
 AUTO_COMPILE_MIN_BATCHES = 100
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo (lscpu) flags of native bf16
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 in hardware: CUDA compute capability 8.0 or later (no
     emulation), a CPU with AVX-512 BF16 or AMX-BF16."""

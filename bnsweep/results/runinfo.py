@@ -22,7 +22,8 @@ from bnsweep.provenance import describe_machine
 from bnsweep.results.columns import synthetic
 
 PREFIX = "provenance/"
-MACHINE_KEYS = ("host", "cpu", "cpus", "memory_gib", "gpu", "gpus", "gpu_driver", "python", "torch", "ray")
+MACHINE_KEYS = ("host", "cpu", "cpu_features", "cpus", "memory_gib", "gpu", "gpus", "gpu_driver", "python", "torch",
+                "ray")
 CODE_KEYS = ("bnsweep", "commit", "dirty")
 
 
