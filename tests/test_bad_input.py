@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bnsweep.cli import main
+from bnsweep.layout.tune import newest_snapshot
 from bnsweep.sweep import driver as sweep_module
 
 GOOD_TRIAL = "dataset: planted\n  model: resnet8\n  epochs: 1"
@@ -824,7 +825,8 @@ EXPERIMENT_FILES = [
       "history": (0, ["result.json", "symbolic link"])}),
     ("params-json-a-fifo", lambda r: _replace_with_fifo(_trial(r) / "params.json"),
      {"results": (0, ["params.json", "FIFO"])}),
-    ("experiment-state-a-fifo", lambda r: _replace_with_fifo(next((r / "adv").glob("experiment_state-*.json"))),
+    # the newest snapshot, the one bnsweep reads (a stage that ran longer than a second has several)
+    ("experiment-state-a-fifo", lambda r: _replace_with_fifo(r / "adv" / newest_snapshot(os.listdir(r / "adv"))),
      {"resume": (2, ["experiment_state", "FIFO"]), "results": (0, ["experiment_state", "FIFO"])}),
     ("trial-dir-a-link-outside", _trial_dir_links_outside,
      {"prune": (2, ["symbolic link", "trusted like code"]), "results": (0, ["symbolic link", "not followed"]),
