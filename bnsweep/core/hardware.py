@@ -28,6 +28,8 @@ AUTO = "auto"
 # (width 1, batch 128), so it is earned back after about 25 batches; a cold one (about 60 s, once
 # per machine and model) after about 300, i.e. within the first trials of a sweep.
 AUTO_COMPILE_MIN_BATCHES = 100
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes bf16 in hardware: CUDA compute capability 8.0 or later (no
     emulation), a CPU with AVX-512 BF16 or AMX-BF16."""
