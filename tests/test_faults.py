@@ -126,8 +126,11 @@ def test_driver_killed_then_resume_finishes_without_rerunning_or_duplicates(tmp_
 
 
 def test_second_driver_on_a_running_experiment_refuses(tmp_path):
+    """While a driver runs an experiment, a second one (and one naming it as a URI) is refused, and the
+    first runs on undisturbed. The first's trial is long (it would run for minutes), so it still runs
+    when the refusals come, however loaded the machine; then it gets Ctrl-C's SIGINT and stops."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    doc = {"name": "busy", "trial": {**TRIAL, "epochs": 2}}
+    doc = {"name": "busy", "trial": {**TRIAL, "epochs": 200}}
     path = write(tmp_path, doc)
     storage = tmp_path / "results"
     first = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
@@ -141,7 +144,9 @@ def test_second_driver_on_a_running_experiment_refuses(tmp_path):
         uri = subprocess.run([*BNSWEEP, "resume", f"file://{storage}/busy"], env=env, capture_output=True,
                              text=True, timeout=120)  # the same experiment spelled as a URI
         assert uri.returncode == 2 and "no other bnsweep driver" in uri.stderr
-        assert first.wait(timeout=300) == 0
+        assert first.poll() is None  # still running its trial
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=120) == 130  # interrupted as Ctrl-C interrupts it: resumable
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
