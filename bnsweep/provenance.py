@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import bnsweep
-from bnsweep.core.cpuinfo import notable_features
+from bnsweep.core.cpuinfo import cpu_name, notable_features
 
 DIRTY = "with uncommitted changes"
 
@@ -71,24 +71,6 @@ def code() -> Code:
     except (OSError, subprocess.SubprocessError):
         return told
     return Code(bnsweep.__version__, commit, bool(changes))
-
-
-def cpu_name() -> str:
-    """The CPU model, e.g. `AMD EPYC 7B13` (Linux: /proc/cpuinfo; macOS: sysctl)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
-                                  text=True, timeout=10, check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine()
 
 
 def _memory_gib() -> float | None:

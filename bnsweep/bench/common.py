@@ -12,9 +12,9 @@ from typing import Any, Callable, Hashable, Iterator, Mapping, TypeVar
 import torch
 
 from bnsweep.core.config import TrialConfig, make_config
+from bnsweep.core.cpuinfo import cpu_name
 from bnsweep.core.data import Dataset, batches, load_dataset
 from bnsweep.core.train import Trial, resolve_device
-from bnsweep.provenance import cpu_name
 
 LR = 0.01  # timing only: small enough that repeated steps on one batch stay finite
 Row = dict[str, Any]
