@@ -178,6 +178,7 @@ def test_cpu_part_times_compiled_variants_and_the_warm_cache(capsys):
 def test_packing_stopped_before_every_trial_reported_says_so(monkeypatch, capsys):
     """A packing run stopped by a time limit (Ctrl-C ends the Tune run with trials unreported) prints
     what it timed and says where it stopped, instead of failing on the missing reports."""
+    from contextlib import nullcontext
     from types import SimpleNamespace
 
     from ray import tune
@@ -193,7 +194,7 @@ def test_packing_stopped_before_every_trial_reported_says_so(monkeypatch, capsys
             return [SimpleNamespace(metrics=done if self.n == 1 or i == 0 else {}) for i in range(self.n)]
 
     monkeypatch.setattr(tune, "Tuner", Stopped)
-    monkeypatch.setattr(common, "ray_session", lambda: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(common, "ray_session", nullcontext)
     args = SimpleNamespace(pack_counts=[1, 2], pack_model="resnet8", pack_steps=1, pack_batch_size=8,
                            pack_batches=1, pack_epochs=1, width=0.25)
     rows = sweep.packing(SimpleNamespace(args=args))
