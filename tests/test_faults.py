@@ -329,8 +329,7 @@ def test_signal_to_the_driver_process_group_then_resume(sig, tmp_path, ray_local
 
     path = write(tmp_path, {"name": "race", "trial": RACE_TRIAL})
     root = tmp_path / "results" / "race"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: f"2:{sig.name}:group",
-           "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: f"2:{sig.name}:group"}
     driver = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(tmp_path / "results")], env=env,
                             capture_output=True, text=True, timeout=600, start_new_session=True)
     assert driver.returncode == (128 + sig if sig == signal.SIGTERM else -sig), driver.stderr[-3000:]

@@ -6,13 +6,15 @@ does) right after a trial's result for EPOCH was written to its result.json and 
 state was saved, but before the checkpoint reported with that result was registered: Ray Tune
 registers it one step later, and the driver waits inside this callback, so the step never comes.
 That is the race a Ctrl-C or a `kill -9` of the driver can hit by chance; here it is hit every time.
-For SIGKILL, run the driver with ``TUNE_GLOBAL_CHECKPOINT_S=0`` so that the state is saved in that
-step; the callback then syncs it to the storage, as Ray would a moment later, and waits for that.
-Unset, this module adds nothing.
+For SIGKILL the callback first saves the experiment's state and waits until it is on the storage, as
+Ray would a moment later: Ray uploads by rewriting the files in place from a background thread, so a
+kill during an upload leaves them empty (the test would then see a different fault, one that
+`bnsweep resume` refuses with a line naming the damaged file). Unset, this module adds nothing.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 
@@ -40,25 +42,35 @@ class SignalAfterResult(Callback):
     def __init__(self, spec: str):
         self.spec = spec
         self.epoch, self.signum, self.target = _parse(spec)
-        self.trial = None
+        self.due = False
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        """Remember the first trial that reports the epoch to fault in."""
-        if self.trial is None and result.get("epoch") == self.epoch:
-            self.trial = trial
+        """The fault is due once a trial reports the epoch to fault in."""
+        self.due = self.due or result.get("epoch") == self.epoch
 
     def on_step_end(self, iteration, trials, **info):
         """Inject the fault once that trial's epoch was reported (only in the run it was made for)."""
         # Tuner.restore brings this callback back from the experiment: only the run it was made for fires
-        if self.trial is None or os.environ.get(ENV) != self.spec:
+        if not self.due or os.environ.get(ENV) != self.spec:
             return
-        trial, self.trial, self.spec = self.trial, None, ""
-        if self.signum == signal.SIGKILL:  # the state saved in this step reaches the storage first, as
-            storage = trial.storage       # Ray's next sync would take it there (a sync still running skips one)
-            storage.syncer.wait()
-            storage.syncer.sync_up(storage.experiment_driver_staging_path, storage.experiment_fs_path)
-            storage.syncer.wait()
+        self.due, self.spec = False, ""
+        if self.signum == signal.SIGKILL:
+            # force: wait for an upload still running, save, upload, wait (a trial's storage has its
+            # own syncer, a copy: waiting on it would not wait for the experiment's upload)
+            _controller().checkpoint(force=True, wait=True)
         if self.target == "group":
             os.killpg(os.getpgrp(), self.signum)
         else:
             os.kill(os.getpid(), self.signum)
+
+
+def _controller():
+    """The TuneController whose step called this callback: Ray passes callbacks no reference to it."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), TuneController):
+            return frame.f_locals["self"]
+        frame = frame.f_back
+    raise RuntimeError("fault injection: no TuneController calls this callback")
