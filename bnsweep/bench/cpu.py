@@ -12,7 +12,8 @@ Compile time is measured apart, in fresh processes, because it depends on what t
 holds: a first compile with an empty cache (what the first trial on a machine pays) and a second
 process's with the cache the first one filled (what every later trial pays). Each process builds
 the trial, runs the first PGD-k training step and the first evaluation step, then a second of each;
-compile time = first - second.
+compile time = first - second. The timed compiled variants then load what those processes compiled
+(a private cache, never bnsweep's own), so their warm-up does not compile a third time.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -150,15 +153,17 @@ def _probe_in_process(spec: dict[str, Any], cache: str) -> dict[str, float]:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": time.perf_counter() - start}
 
 
-def compile_times(args: argparse.Namespace) -> list[Row]:
-    """Per precision: a first compile with an empty cache, then a second process with the cache it filled."""
+def compile_times(args: argparse.Namespace, caches: str) -> list[Row]:
+    """Per precision: a first compile with an empty cache (`caches`/PRECISION), then a second process
+    with the cache it filled; then every precision's artefacts are merged into `caches`/all."""
     rows = []
     keys = ("cpu_model", "cpu_width", "cpu_batch_size", "cpu_k")
     for precision in args.cpu_precisions:
-        with tempfile.TemporaryDirectory(prefix="bnsweep-bench-inductor-") as cache:
-            spec = {**{k: getattr(args, k) for k in keys}, "precision": precision}
-            for run in ("first (empty cache)", "second (warm cache)"):
-                rows.append({"precision": precision, "run": run, **_probe_in_process(spec, cache)})
+        cache = os.path.join(caches, precision)
+        spec = {**{k: getattr(args, k) for k in keys}, "precision": precision}
+        for run in ("first (empty cache)", "second (warm cache)"):
+            rows.append({"precision": precision, "run": run, **_probe_in_process(spec, cache)})
+        shutil.copytree(cache, os.path.join(caches, "all"), dirs_exist_ok=True)  # files are named by content hash
     return rows
 
 
@@ -173,16 +178,16 @@ def cpu(b: Bench) -> list[Row]:
     if a.cpu_compile and not hardware.can_compile("cpu"):
         print("compiled variants skipped: torch.compile finds no C++ compiler here")
     compiles = (False, True) if a.cpu_compile and hardware.can_compile("cpu") else (False,)
-    compile_rows = compile_times(a) if True in compiles else []
     data = _data(a)
     x, y = next(batches(data.train_x, data.train_y, a.cpu_batch_size, shuffle=False, augment=False))
-    with one_thread():
-        if True in compiles:
-            hardware.use_compile_cache()  # the in-process compiles of the warm-up use (and fill) it
-        trials = {(p, c): Trial(_config(a, p, c), data=data) for p in a.cpu_precisions for c in compiles}
-        variants = {(key, step): fn for key, trial in trials.items()
-                    for step, fn in step_functions(trial, x, y).items()}
-        seconds = median_times(variants, a.reps, max(1, a.warmup), torch.device("cpu"))
+    with tempfile.TemporaryDirectory(prefix="bnsweep-bench-inductor-") as caches:
+        compile_rows = compile_times(a, caches) if True in compiles else []
+        # the warm-up's compiles load the probes' artefacts (Trial leaves a set TORCHINDUCTOR_CACHE_DIR alone)
+        with one_thread(), mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "all")}):
+            trials = {(p, c): Trial(_config(a, p, c), data=data) for p in a.cpu_precisions for c in compiles}
+            variants = {(key, step): fn for key, trial in trials.items()
+                        for step, fn in step_functions(trial, x, y).items()}
+            seconds = median_times(variants, a.reps, max(1, a.warmup), torch.device("cpu"))
     rows = []
     base = {step: seconds[(Precision.FP32.value, False), step] for step in STEPS}
     if Precision.FP32.value not in a.cpu_precisions:
