@@ -37,8 +37,9 @@ def check_trusted(root: str) -> None:
         if problem:
             fix = ("make it yours and run chmod -R o-w" if stat.S_ISREG(mode) or stat.S_ISDIR(mode)
                    else "replace it by a copy of what it is meant to hold, in")
-            raise ConfigError("experiment", path, f"{TRUSTED}; this is {problem}: if you trust what is in it, "
-                              f"{fix} {root}")
+            # the file inside the experiment, which the line ends with in full (a long path would be cut)
+            raise ConfigError("experiment", os.path.relpath(path, root) if path != root else root,
+                              f"{TRUSTED}; this is {problem}: if you trust what is in it, {fix} {root}")
 
     check(root)
     for directory, dirs, names in os.walk(root):
