@@ -49,7 +49,7 @@ class SignalAfterResult(Callback):
         self.due = self.due or result.get("epoch") == self.epoch
 
     def on_step_end(self, iteration, trials, **info):
-        """Inject the fault once that trial's epoch was reported (only in the run it was made for)."""
+        """Inject the fault in the step that processed the epoch's result (only in the run it was made for)."""
         # Tuner.restore brings this callback back from the experiment: only the run it was made for fires
         if not self.due or os.environ.get(ENV) != self.spec:
             return
