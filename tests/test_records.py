@@ -351,8 +351,10 @@ def test_report_into_its_own_record_rewrites_the_report_and_keeps_the_record(mix
 
 
 def test_time_split_puts_each_second_of_a_trial_in_one_part():
-    """Training = images / images_per_s per epoch, evaluation = the rest of each epoch, other = Ray's
-    time outside the epochs; means over a stage's trials; a stage training on every image is left out."""
+    """Training = images / images_per_s per epoch (records made before trials reported `train_s`),
+    evaluation = the rest of each epoch, other = Ray's time outside the epochs; means over a stage's
+    trials; a stage of such a record that trained on every image is left out, one whose trials
+    reported `train_s` is not."""
     from bnsweep.results import runinfo
 
     rows = []
@@ -365,6 +367,11 @@ def test_time_split_puts_each_second_of_a_trial_in_one_part():
     split = runinfo.time_split(pd.DataFrame(rows))
     assert split == {"adv": {"training": 22.5, "evaluation": 9.0, "other": 6.0}}
     assert runinfo.time_split(pd.DataFrame(rows).drop(columns="epoch_s")) == {}
+    rows.append(dict(stage="full", trial_id="d", n_train=0, images_per_s=50.0, train_s=3.0, epoch_s=4.0,
+                     time_total_s=6.0))
+    split = runinfo.time_split(pd.DataFrame(rows))
+    assert split["full"] == {"training": 3.0, "evaluation": 1.0, "other": 2.0} and "all" not in split
+    assert split["adv"] == {"training": 22.5, "evaluation": 9.0, "other": 6.0}
 
 
 def test_quote_help_names_every_kind_a_block_can_have():

@@ -17,7 +17,7 @@ from bnsweep.core.config import ConfigError, make_config
 from bnsweep.core.data import batches
 from bnsweep.core.train import Trial, fit
 
-TIMING = ("epoch_s", "images_per_s")
+TIMING = ("epoch_s", "images_per_s", "train_s")
 
 
 class Recorder:
@@ -46,7 +46,7 @@ def test_reports_once_per_epoch_with_contract_metric_names(tiny_config, tmp_path
     final = fit(cfg, rec)
     assert [m["epoch"] for m in rec.metrics] == [1, 2]
     every = {"epoch", "train_loss", "train_acc", "clean_acc", "robust_acc", "robust_acc_eps2", "robust_acc_eps8",
-             "lr", "images_per_s", "epoch_s", "n_trainable_params", "n_params", "trainable_groups", "precision",
+             "lr", "images_per_s", "train_s", "epoch_s", "n_trainable_params", "n_params", "trainable_groups", "precision",
              "compile"}
     assert set(rec.metrics[0]) == every
     assert set(rec.metrics[1]) == every | {"final_clean_acc", "final_robust_acc", "final_attack"}

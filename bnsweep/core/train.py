@@ -194,7 +194,8 @@ class Trial:
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} in epoch {self.epoch + 1} (lr {cfg.lr:g})")
         self._check_finite()
-        return {"train_loss": train_loss, "train_acc": correct.item() / n, "lr": lr, "images_per_s": n / seconds}
+        return {"train_loss": train_loss, "train_acc": correct.item() / n, "lr": lr, "images_per_s": n / seconds,
+                "train_s": seconds}
 
     def _check_finite(self) -> None:
         """Raise Diverged when the weights, or the outputs they give, are no longer finite: a blow-up in

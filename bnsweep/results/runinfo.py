@@ -100,16 +100,22 @@ def wall_times(hist: pd.DataFrame) -> dict[str, Any]:
 
 def time_split(hist: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Where a stage's trial time went, mean seconds per trial: `training` (the epochs' training
-    passes: the trial's `n_train` images at each epoch's `images_per_s`), `evaluation` (the rest of
-    each epoch: the per-epoch evaluation, and in the last epoch the final attack), `other` (Ray's
-    `time_total_s` outside the epochs: start, data, checkpoints, reports). Stages whose trials did
-    not report all three (or train on every image, `n_train: 0`) are left out."""
-    need = {"stage", "trial_id", "n_train", "images_per_s", "epoch_s", "time_total_s"}
+    passes: each epoch's `train_s`; in records made before trials reported it, the trial's `n_train`
+    images at the epoch's `images_per_s`), `evaluation` (the rest of each epoch: the per-epoch
+    evaluation, and in the last epoch the final attack), `other` (Ray's `time_total_s` outside the
+    epochs: start, data, checkpoints, reports). Epochs without a training time (an older record's
+    stage that trained on every image, `n_train: 0`) are left out, and so are stages without any."""
+    need = {"stage", "trial_id", "epoch_s", "time_total_s"}
     if hist.empty or not need <= set(hist.columns):
         return {}
-    rows = hist.dropna(subset=["images_per_s", "epoch_s", "time_total_s"])
-    rows = rows[rows["n_train"].astype(float) > 0]
-    training = rows["n_train"].astype(float) / rows["images_per_s"].astype(float)
+    training = pd.Series(float("nan"), index=hist.index)
+    if "train_s" in hist.columns:
+        training = hist["train_s"].astype(float)
+    if {"n_train", "images_per_s"} <= set(hist.columns):
+        n_train = hist["n_train"].astype(float).where(lambda n: n > 0)
+        training = training.fillna(n_train / hist["images_per_s"].astype(float))
+    rows = hist.assign(training=training).dropna(subset=["training", "epoch_s", "time_total_s"])
+    training = rows["training"]
     per_trial = pd.DataFrame({"stage": rows["stage"], "trial_id": rows["trial_id"], "training": training,
                               "evaluation": rows["epoch_s"].astype(float) - training,
                               "epochs": rows["epoch_s"].astype(float), "total": rows["time_total_s"].astype(float)})
