@@ -22,6 +22,8 @@ from bnsweep.testing import (
 
 EPOCHS = 3
 EVAL_EPS = [2, 4, 8]
+# The metrics a trial reports that measure time: two runs of the same trial differ only in these.
+TIMING = ("epoch_s", "images_per_s", "train_s")
 # Trial keys of a sweep's real trials that train in about a second each.
 TINY_TRIAL = dict(dataset="planted", n_train=96, n_test=48, model="resnet8", width=0.25, batch_size=48,
                   epochs=2, eval_n=24, eval_steps=2, eval_eps_255=[8], final_steps=2, train_steps=1,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from _experiments import TIMING
 
 import bnsweep.core.train
 from bnsweep.cli import main
@@ -191,7 +192,7 @@ def test_interrupted_train_resumes_to_the_same_result(capsys, tmp_path, monkeypa
     assert main(["train", "--out", str(cut), "--resume"]) == 0
 
     def no_timing(rows):
-        return [{k: v for k, v in r.items() if k not in ("epoch_s", "images_per_s", "train_s")} for r in rows]
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
     assert no_timing(read_jsonl(cut / "metrics.jsonl")) == no_timing(read_jsonl(full / "metrics.jsonl"))
     assert json.loads((cut / "config.json").read_text()) == json.loads((full / "config.json").read_text())

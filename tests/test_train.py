@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from _experiments import TIMING
 
 import bnsweep.core.train
 from bnsweep.core import checkpoints
@@ -16,8 +17,6 @@ from bnsweep.core.attacks import pgd as real_pgd
 from bnsweep.core.config import ConfigError, make_config
 from bnsweep.core.data import batches
 from bnsweep.core.train import Trial, fit
-
-TIMING = ("epoch_s", "images_per_s", "train_s")
 
 
 class Recorder:
