@@ -1,9 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from bnsweep.core.choices import MODEL_NAMES, check_model_name
-from bnsweep.core.models import build_model
+from bnsweep.core.models import Pointwise, build_model
 
 # Small widths keep the big architectures fast on a CPU.
 CASES = [("resnet8", 1.0), ("resnet20", 1.0), ("resnet32", 0.5), ("resnet56", 0.25),
@@ -70,6 +74,54 @@ def test_channels_last_and_autocast(name, width):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = cl(x.contiguous(memory_format=torch.channels_last))
     assert low.shape == (4, 10) and torch.isfinite(low).all()
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_is_the_strided_1x1_convolution(memory_format):
+    torch.manual_seed(0)
+    pointwise = Pointwise(8, 16, stride=2)
+    strided = nn.Conv2d(8, 16, 1, stride=2, bias=False)
+    strided.weight.data.copy_(pointwise.weight.data)
+    assert pointwise.state_dict().keys() == strided.state_dict().keys()
+    images = torch.rand(3, 8, 16, 16)
+    outs, grads = [], []
+    for conv in (pointwise, strided):
+        x = images.clone().contiguous(memory_format=memory_format).requires_grad_(True)
+        conv.to(memory_format=memory_format)
+        out = conv(x)
+        out.square().sum().backward()
+        outs.append(out)
+        grads.append((x.grad, conv.weight.grad))
+    assert outs[0].shape == (3, 16, 8, 8)
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+
+
+@pytest.mark.parametrize("name,width", CASES)
+def test_no_model_runs_a_strided_1x1_convolution(name, width):
+    """oneDNN's strided 1x1 backward-weights kernel corrupts the heap in NHWC (models.Pointwise)."""
+    strided = [n for n, m in build_model(name, 10, width=width).named_modules()
+               if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.stride != (1, 1)]
+    assert strided == []
+
+
+HEAP_CHECK = """
+import torch
+from bnsweep.core.models import build_model
+torch.set_num_threads(2)
+shortcut = build_model("resnet8", 10, width=0.5).layer2[0].shortcut[0].to(memory_format=torch.channels_last)
+for _ in range(300):
+    x = torch.rand(7, 8, 32, 32).contiguous(memory_format=torch.channels_last)
+    shortcut(x).sum().backward()
+"""
+
+
+def test_nhwc_shortcut_backward_leaves_the_heap_intact():
+    """resnet8 at width 0.5 has a stride-2 shortcut from 8 channels: as a strided nn.Conv2d, this
+    loop dies with a corrupted heap (SIGSEGV or SIGBUS, torch 2.14.1 on AVX-512 and AVX2 CPUs)."""
+    done = subprocess.run([sys.executable, "-c", HEAP_CHECK], env={**os.environ, "MALLOC_CHECK_": "3"},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ["resnet8", "resnet110", "preact_resnet18", "wrn-28-10",

@@ -279,9 +279,7 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
 
 def _batch(trial: Trial) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = next(batches(trial.data.train_x, trial.data.train_y, 64, shuffle=False, augment=False))
-    if trial.device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y
+    return x.contiguous(memory_format=torch.channels_last), y
 
 
 def _eval_logits(trial: Trial, x: torch.Tensor) -> torch.Tensor:

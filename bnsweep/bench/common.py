@@ -103,9 +103,7 @@ def setup(args: argparse.Namespace) -> Bench:
     data = load_dataset("planted", data_dir="data", download=False, n_train=max(args.n_train, args.batch_size),
                         n_test=args.eval_n, data_seed=0, device=device)
     x, y = next(batches(data.train_x, data.train_y, args.batch_size, shuffle=False, augment=False))
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return Bench(args, device, data, x, y)
+    return Bench(args, device, data, x.contiguous(memory_format=torch.channels_last), y)
 
 
 def with_config(trial: Trial, cfg: TrialConfig, x: torch.Tensor, y: torch.Tensor) -> Any:

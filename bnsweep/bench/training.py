@@ -156,7 +156,7 @@ def throughput(device: torch.device, models: Sequence[str], *, steps: int, batch
                reps: int, warmup: int, precisions: Sequence[str] = ("fp32", "bf16"),
                compiles: Sequence[bool] = (False, True), width: float = 1.0) -> list[Row]:
     """Images/s of `Trial.train_epoch` (device-resident uint8 data, augmentation on the device,
-    channels_last on CUDA, PGD-`steps`) per model x precision x compile, epochs interleaved.
+    channels_last, PGD-`steps`) per model x precision x compile, epochs interleaved.
 
     The warm-up epoch includes torch.compile; compile time = first epoch - median epoch."""
     data = synthetic_cifar(batch_size * n_batches, device)  # whole batches: no recompile on a last one

@@ -29,6 +29,29 @@ def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
 
 
+class Pointwise(nn.Conv2d):
+    """The shortcut's 1x1 convolution with a stride, computed as a stride-1 1x1 convolution of every
+    `subsample`-th pixel: the same function and parameters (state-dict keys and shapes of an
+    ``nn.Conv2d``), but oneDNN never runs its strided 1x1 kernels. Their backward-weights pass writes
+    past its workspace in channels_last when in_channels is below the kernel's channel block (16 on
+    AVX-512, 8 on AVX2), which corrupts the heap or the weight gradients (uxlfoundation/oneDNN#6035,
+    seen with torch 2.14.1 on CPUs at width 0.5 and below)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__(c_in, c_out, 1, bias=False)
+        self.subsample = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution of every `subsample`-th pixel in each direction."""
+        if self.subsample > 1:
+            x = x[:, :, ::self.subsample, ::self.subsample]
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        """The printed module says it subsamples (its own stride is 1)."""
+        return f"{super().extra_repr()}, subsample={self.subsample}"
+
+
 class Normalize(nn.Module):
     """(x - mean) / std with per-channel buffers of shape (1, 3, 1, 1), saved in the state dict."""
 
@@ -59,8 +82,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:  # option B, as in open_lth
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(Pointwise(c_in, c_out, stride), nn.BatchNorm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output: ReLU of the two convolutions plus the shortcut."""
@@ -109,7 +131,7 @@ class PreActBlock(nn.Module):
         self.conv2 = _conv3x3(c_out, c_out)
         self.shortcut = None
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            self.shortcut = Pointwise(c_in, c_out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output: the two pre-activated convolutions plus the shortcut."""
