@@ -95,7 +95,8 @@ class Trial:
             checkpoints.load_weights(self.model, checkpoints.load(init_path), cfg.to_dict(), init_path)
         # NHWC: cuDNN's and oneDNN's faster convolutions, without a layout conversion around each
         # one on CPUs (the models avoid oneDNN's strided 1x1 kernels, see models.Pointwise)
-        self.model.to(self.device, memory_format=torch.channels_last)
+        self.model.to(self.device)
+        self.model.to(memory_format=torch.channels_last)
         self.selected = trainable_names(self.model, cfg.trainable)
         self.params = set_trainable(self.model, self.selected)
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum,
