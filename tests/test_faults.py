@@ -339,3 +339,30 @@ def test_signal_to_the_driver_process_group_then_resume(sig, tmp_path, ray_local
         assert last.startswith("bnsweep: interrupted (SIGTERM)") and last.endswith(f"bnsweep resume {root}")
     check_interrupted_at_the_race(root)
     check_resumed_every_epoch_once(root, capsys)
+
+
+def test_no_process_of_the_local_ray_outlives_the_command(tmp_path):
+    """The local Ray a run starts has SIGTERM blocked (so a signal to the group cannot kill it before
+    the driver saved); at exit the driver stops it with SIGKILL (signals.stop_ray_at_once). Nothing
+    of it may be left running: no raylet, GCS, agent or trial worker of its session."""
+    import tempfile
+
+    path = write(tmp_path, {"name": "exits", "trial": {**TRIAL, "n_train": 96, "epochs": 1}})
+    ray_tmp = tempfile.mkdtemp(prefix="bnsweep-ray-", dir="/tmp")  # short: Ray's socket paths live under it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": ray_tmp}
+    done = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(tmp_path / "results")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    def session_processes() -> list[str]:
+        found = []  # by environment: Ray's workers rename themselves (ray::IDLE), but inherit RAY_TMPDIR
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if f"RAY_TMPDIR={ray_tmp}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:200])
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+        return found
+
+    assert os.listdir(ray_tmp), "Ray did not use RAY_TMPDIR, so this test would see nothing"
+    wait_for(lambda: not session_processes(), 30, f"the local Ray's processes to end: {session_processes()}")
