@@ -91,16 +91,31 @@ class StopSignals:
 
 
 def stop_ray_at_once() -> None:
-    """Shut down the local Ray started here with SIGKILL for its processes right away. Ray's own
-    shutdown sends each of them SIGTERM and gives it a second before SIGKILL; with SIGTERM blocked
-    every second passes for nothing (about 5 s at each exit) and ends the same way. Ray gives its
-    node no public handle, so this wraps the private one's `kill_all_processes`; a Ray without it,
-    or joined rather than started here (no processes of its own), gets Ray's plain shutdown."""
+    """Shut down the local Ray started here with SIGKILL right away. Ray's own shutdown sends each
+    of its processes SIGTERM and gives it a second before SIGKILL; with SIGTERM blocked every second
+    passes for nothing (about 5 s at each exit) and ends the same way. The raylet's children (trial
+    workers, Ray's agents) go first: an agent outliving the raylet waits for the GCS to log its
+    death, for a minute once the GCS is gone. Ray gives its node no public handle, so this wraps the
+    private one's `kill_all_processes`; a Ray without it, or joined rather than started here (no
+    raylet of its own), gets Ray's plain shutdown."""
+    import psutil  # a dependency of Ray's
     import ray
     from ray._private import worker
 
     node = getattr(worker, "_global_node", None)
     kill = getattr(node, "kill_all_processes", None)
-    if callable(kill):
-        node.kill_all_processes = lambda **kwargs: kill(**{**kwargs, "allow_graceful": False})  # type: ignore[union-attr]
+    raylets = getattr(node, "all_processes", {}).get("raylet", [])
+    if callable(kill) and raylets:
+        try:
+            children = psutil.Process(raylets[0].process.pid).children(recursive=True)
+        except psutil.Error:  # the raylet is gone already
+            children = []
+
+        def kill_now(**kwargs: Any) -> None:
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
+            kill(**{**kwargs, "allow_graceful": False})
+
+        node.kill_all_processes = kill_now  # type: ignore[union-attr]
     ray.shutdown()
