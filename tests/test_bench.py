@@ -47,9 +47,11 @@ def test_quick_benchmark_prints_every_part(capsys, ray_local):
     (folder_row,) = rows["data"]
     assert folder_row["images"] == 60 and folder_row["first_s"] > 0 and folder_row["cached_s"] > 0
 
-    # cpu: eager fp32 and bf16 at toy size (--quick skips compiling), ratios against fp32 eager
+    # cpu: eager fp32 and bf16 at toy size (--quick skips compiling), channels_last as trials run and
+    # NCHW, ratios against fp32 eager channels_last
     cpu = rows["cpu"]
-    assert [(r["precision"], r["compile"]) for r in cpu] == [("fp32", False), ("bf16", False)]
+    assert [(r["precision"], r["compile"], r["layout"]) for r in cpu] == [
+        ("fp32", False, "NHWC"), ("bf16", False, "NHWC"), ("fp32", False, "NCHW"), ("bf16", False, "NCHW")]
     assert all(r[f"{step}_images_per_s"] > 0 for r in cpu for step in ("clean", "pgd", "eval"))
     assert cpu[0]["pgd_ratio"] == cpu[0]["clean_ratio"] == 1.0
     assert "native bf16: " in out and "cpu " in out
@@ -169,7 +171,8 @@ def test_cpu_part_times_compiled_variants_and_the_warm_cache(capsys):
     rows = bench_main(["--quick", "--part", "cpu", "--cpu-compile", "--cpu-precisions", "fp32",
                        "--cpu-width", "0.5"])["cpu"]
     steps = [r for r in rows if r["kind"] == "throughput"]
-    assert [(r["precision"], r["compile"]) for r in steps] == [("fp32", False), ("fp32", True)]
+    assert [(r["precision"], r["compile"], r["layout"]) for r in steps] == [
+        ("fp32", False, "NHWC"), ("fp32", True, "NHWC"), ("fp32", False, "NCHW")]
     first, second = [r for r in rows if r["kind"] == "compile"]
     assert (first["run"], second["run"]) == ("first (empty cache)", "second (warm cache)")
     assert second["pgd_compile_s"] < first["pgd_compile_s"]  # the second process reuses the first's artefacts
@@ -200,3 +203,27 @@ def test_packing_stopped_before_every_trial_reported_says_so(monkeypatch, capsys
     rows = sweep.packing(SimpleNamespace(args=args))
     assert [r["trials"] for r in rows] == [1] and rows[0]["ratio"] == 1
     assert "2 trials: stopped before every trial reported" in capsys.readouterr().out
+
+
+def test_demo_part_times_both_commits_back_to_back(capsys):
+    """Against HEAD at toy size (--set): each side runs the demo once, from a worktree and from here."""
+    from bnsweep.bench import demo
+
+    rows = bench_main(["--part", "demo", "--demo-against", "HEAD", "--smoke-test"])["demo"]
+    *runs, ratio = rows
+    assert [r["side"] for r in runs] == ["against", "this"]
+    assert all(r["seconds"] > 0 and r["precision"] in ("fp32", "bf16") for r in runs)
+    assert ratio["ratio"] == runs[1]["seconds"] / runs[0]["seconds"]
+    out = capsys.readouterr().out
+    assert "== demo: bnsweep run sweeps/demo.yaml, start to exit" in out and f"of {ratio['against']}'s time" in out
+    assert "bnsweep-bench-demo-" not in demo.git("worktree", "list")  # the temporary worktree is gone
+
+
+@pytest.mark.parametrize("argv,problem", [([], "needs --demo-against REV"),
+                                          (["--demo-against", "no-such-rev"], "'no-such-rev' is not a commit")])
+def test_demo_part_refuses_a_missing_or_unknown_commit_up_front(argv, problem, capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_main(["--part", "demo", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("python -m bnsweep.bench: error: --demo-against: ") and problem in err

@@ -2,7 +2,8 @@
 eager or torch.compile, for the laptop study's steps (resnet8 width 1, batch 128, PGD-3 with step
 3/255 at 8/255).
 
-Three steps are timed for each of the four variants, interleaved, median of `--reps`: a clean
+Three steps are timed for each of the four variants (and, eager, in the NCHW layout trials ran in
+before they ran channels_last on CPUs), interleaved, median of `--reps`: a clean
 training step (`Trial.train_step` without attack), a PGD-k training step (k input-gradient passes
 plus the training step) and one step of the evaluation's PGD (eval-mode BN, input gradient only, on
 a batch). bnsweep evaluates in fp32 whatever `precision` says; the bf16 evaluation figures show what
@@ -55,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default=[Precision.FP32.value, Precision.BF16.value])
     g.add_argument("--cpu-compile", action=argparse.BooleanOptionalAction, default=True,
                    help="time the compiled variants and the compile (--no-cpu-compile: eager only)")
+    g.add_argument("--cpu-nchw", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time the eager variants in NCHW, against the channels_last trials run in")
 
 
 QUICK = dict(cpu_width=0.25, cpu_batch_size=16, cpu_k=2, cpu_compile=False)
@@ -94,6 +97,12 @@ def eval_step(trial: Trial, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return torch.autograd.grad(loss, [x])[0]
     finally:
         trial.model.train(was_training)
+
+
+def nchw(trial: Trial) -> Trial:
+    """The trial with its model in the NCHW layout (trials run channels_last)."""
+    trial.model.to(memory_format=torch.contiguous_format)
+    return trial
 
 
 def step_functions(trial: Trial, x: torch.Tensor, y: torch.Tensor) -> dict[str, Callable[[], Any]]:
@@ -184,28 +193,32 @@ def cpu(b: Bench) -> list[Row]:
         compile_rows = compile_times(a, caches) if True in compiles else []
         # the warm-up's compiles load the probes' artefacts (Trial leaves a set TORCHINDUCTOR_CACHE_DIR alone)
         with one_thread(), mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": os.path.join(caches, "all")}):
-            trials = {(p, c): Trial(_config(a, p, c), data=data) for p in a.cpu_precisions for c in compiles}
+            trials = {(p, c, "NHWC"): Trial(_config(a, p, c), data=data) for p in a.cpu_precisions for c in compiles}
+            if a.cpu_nchw:
+                trials.update({(p, False, "NCHW"): nchw(Trial(_config(a, p, False), data=data))
+                               for p in a.cpu_precisions})
+            layouts = {"NHWC": x.contiguous(memory_format=torch.channels_last), "NCHW": x}
             variants = {(key, step): fn for key, trial in trials.items()
-                        for step, fn in step_functions(trial, x, y).items()}
+                        for step, fn in step_functions(trial, layouts[key[2]], y).items()}
             seconds = median_times(variants, a.reps, max(1, a.warmup), torch.device("cpu"))
     rows = []
-    base = {step: seconds[(Precision.FP32.value, False), step] for step in STEPS}
+    base = {step: seconds[(Precision.FP32.value, False, "NHWC"), step] for step in STEPS}
     if Precision.FP32.value not in a.cpu_precisions:
         base = {step: seconds[next(iter(trials)), step] for step in STEPS}
     print(f"{'variant':<18}" + "".join(f"{STEP_NAMES[s].format(k=a.cpu_k):>22}" for s in STEPS))
-    for (precision, compiled) in trials:
-        label = f"{precision} {'compiled' if compiled else 'eager'}"
-        row: Row = {"kind": "throughput", "precision": precision, "compile": compiled}
+    for (precision, compiled, layout) in trials:
+        label = f"{precision} {'compiled' if compiled else 'eager'}{', NCHW' if layout == 'NCHW' else ''}"
+        row: Row = {"kind": "throughput", "precision": precision, "compile": compiled, "layout": layout}
         cells = []
         for step in STEPS:
-            s = seconds[(precision, compiled), step]
+            s = seconds[(precision, compiled, layout), step]
             row[f"{step}_images_per_s"] = a.cpu_batch_size / s
             row[f"{step}_ratio"] = base[step] / s
             cells.append(f"{a.cpu_batch_size / s:>10.0f} img/s {base[step] / s:>5.2f}x")
         rows.append(row)
         print(f"{label:<18}" + "".join(f"{c:>22}" for c in cells))
-    print("img/s: images per second of one thread; x: speed against the first row (fp32 eager). "
-          "bnsweep's evaluation runs fp32.")
+    print("img/s: images per second of one thread; x: speed against the first row (fp32 eager). Layout "
+          "channels_last (as trials run) unless the row says NCHW. bnsweep's evaluation runs fp32.")
     if compile_rows:
         print(f"compile (fresh processes, 1 thread): {'precision':<10}{'run':<22}{'PGD step s':>11}{'eval step s':>12}"
               f"{'process s':>11}")

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from bnsweep import code_version, provenance
-from bnsweep.bench import cpu, data, evaluation, loading, scale, training
+from bnsweep.bench import cpu, data, demo, evaluation, loading, scale, training
 from bnsweep.bench import sweep as bench_sweep
 from bnsweep.bench.common import Bench, Row, describe, setup
 from bnsweep.core.choices import Precision
@@ -26,8 +26,10 @@ from bnsweep.errors import ConfigError
 PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "efficiency": training.efficiency, "peers": training.peers, "gpu": training.gpu,
     "eval": evaluation.evaluation, "packing": bench_sweep.packing, "overhead": bench_sweep.overhead,
-    "loading": loading.loading, "scale": scale.scale, "data": data.data, "cpu": cpu.cpu}
-QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, **cpu.QUICK, model="resnet8",
+    "loading": loading.loading, "scale": scale.scale, "data": data.data, "cpu": cpu.cpu, "demo": demo.demo}
+DEFAULT_PARTS = [part for part in PARTS if part != "demo"]  # demo compares with a commit you name
+QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, **cpu.QUICK, **demo.QUICK,
+             model="resnet8",
              width=0.25,
              batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2,
              eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
@@ -35,7 +37,8 @@ QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bnsweep.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", nargs="+", choices=list(PARTS), default=list(PARTS), help="sections to run")
+    p.add_argument("--part", nargs="+", choices=list(PARTS), default=DEFAULT_PARTS,
+                   help="sections to run (default: all but demo)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--width", type=float, default=1.0)
@@ -63,6 +66,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     scale.add_arguments(p)
     data.add_arguments(p)
     cpu.add_arguments(p)
+    demo.add_arguments(p)
     p.add_argument("--quick", "--smoke-test", action="store_true",
                    help="tiny defaults: checks that every part runs (tests)")
     p.add_argument("--record", metavar="FILE",
@@ -79,6 +83,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ConfigError as err:
         print(f"{p.prog}: error: --trainable: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    if "demo" in args.part:
+        problem = demo.check_against(args.demo_against) if args.demo_against else \
+            "the demo part needs --demo-against REV, the commit to compare this checkout with"
+        if problem:
+            print(f"{p.prog}: error: --demo-against: {problem}", file=sys.stderr)
+            raise SystemExit(2)
     if args.record:
         problem = record_problem(args.record, args.allow_dirty)
         if problem:
