@@ -147,3 +147,57 @@ def test_evaluate_runs_in_eval_mode_and_restores_mode(trained, start_training):
     assert [m.training for m in model.modules()] == modes
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     model.eval()
+
+
+def _keep_best_on_every_example(model, x, y, *, eps, step, steps, restarts, generator):
+    """Evaluation's PGD as it was before it dropped fooled examples: every step attacks the whole batch."""
+    import torch.nn.functional as F
+
+    from bnsweep.core.attacks import _project, _random_delta
+
+    best_x, best_loss = x.clone(), torch.full((len(x),), -float("inf"))
+    fooled = torch.zeros(len(x), dtype=torch.bool)
+    for _ in range(restarts):
+        delta = _random_delta(x, eps, generator)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(x + delta)
+                grad, = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), [delta])
+            newly = (logits.argmax(1) != y) & ~fooled
+            best_x[newly] = (x + delta)[newly].detach()
+            fooled |= newly
+            delta = _project(x, delta.detach() + step * grad.sign(), eps)
+        with torch.no_grad():
+            logits = model(x + delta)
+        loss_each, wrong = F.cross_entropy(logits, y, reduction="none"), logits.argmax(1) != y
+        take = ~fooled & (wrong | (loss_each > best_loss))
+        best_x[take], best_loss = (x + delta)[take], torch.where(take, loss_each, best_loss)
+        fooled |= take & wrong
+    return best_x
+
+
+@pytest.mark.parametrize("restarts", [1, 3])
+def test_evaluation_attacks_only_what_is_not_fooled_yet_and_finds_the_same(trained, restarts):
+    """keep_best=True stops attacking an example once it is fooled (its first misclassified iterate is
+    kept either way), so later steps run on fewer examples and the adversarial examples are those of
+    attacking every example every step."""
+    from bnsweep.core.data import as_float
+
+    model, x, y = trained
+    x = as_float(x)
+    was_training = model.training
+    model.eval()
+    sizes = []
+
+    def counting(images):
+        sizes.append(len(images))
+        return model(images)
+
+    args = dict(eps=8 / 255, step=2 / 255, steps=6, restarts=restarts)
+    ours = pgd(counting, x, y, keep_best=True, generator=torch.Generator().manual_seed(3), **args)
+    reference = _keep_best_on_every_example(model, x, y, generator=torch.Generator().manual_seed(3), **args)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    assert (model(ours).argmax(1) != y).sum() > 0  # it did fool some
+    assert sizes[0] == len(x) and min(sizes) < len(x)  # and then attacked fewer
+    model.train(was_training)

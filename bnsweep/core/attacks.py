@@ -66,28 +66,40 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
     best_x = x.clone()
     best_loss = torch.full((x.shape[0],), -float("inf"), device=x.device)
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    everyone = torch.arange(x.shape[0], device=x.device)
     for _ in range(restarts):
         delta = _random_delta(x, eps, generator) if random_start else torch.zeros_like(x)
+        # Evaluation attacks only the examples not fooled yet: what it found for the others is kept
+        # whatever later steps do, so attacking them further is work that changes no result.
+        idx = (~fooled).nonzero().squeeze(1) if keep_best else everyone
+        xs, ys = (x[idx], y[idx]) if keep_best else (x, y)
+        delta = delta[idx] if keep_best else delta
         for _ in range(steps):
+            if not len(idx):
+                break
             delta.requires_grad_(True)
             with torch.enable_grad(), autocast:
-                logits = model(x + delta)
-                loss = F.cross_entropy(logits.float(), y, reduction="sum")
+                logits = model(xs + delta)
+                loss = F.cross_entropy(logits.float(), ys, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [delta])
+            moved = _project(xs, delta.detach() + step * grad.sign(), eps)
             if keep_best:
-                newly = (logits.argmax(1) != y) & ~fooled
-                best_x[newly] = (x + delta)[newly].detach()
-                fooled |= newly
-            delta = _project(x, delta.detach() + step * grad.sign(), eps)
+                newly = logits.argmax(1) != ys
+                best_x[idx[newly]] = (xs + delta)[newly].detach()
+                fooled[idx[newly]] = True
+                idx, xs, ys, moved = idx[~newly], xs[~newly], ys[~newly], moved[~newly]
+            delta = moved
         if restarts == 1 and not keep_best:
             return (x + delta).detach()
+        if not len(idx):
+            continue
         with torch.no_grad(), autocast:
-            logits = model(x + delta).float()
-        loss_each = F.cross_entropy(logits, y, reduction="none")
-        wrong = logits.argmax(1) != y
-        take = ~fooled & ((wrong & keep_best) | (loss_each > best_loss))
-        best_x[take] = (x + delta)[take]
-        best_loss = torch.where(take, loss_each, best_loss)
+            logits = model(xs + delta).float()
+        loss_each = F.cross_entropy(logits, ys, reduction="none")
+        wrong = logits.argmax(1) != ys
+        take = (wrong & keep_best) | (loss_each > best_loss[idx])
+        best_x[idx[take]] = (xs + delta)[take]
+        best_loss[idx[take]] = loss_each[take]
         if keep_best:
-            fooled |= take & wrong
+            fooled[idx[take & wrong]] = True
     return best_x
