@@ -38,7 +38,8 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
     ball and [0, 1]. With several restarts each example keeps its worst case: the highest-loss final
     iterate. Evaluation (`keep_best=True`) also keeps, per example, the first iterate of any step or
     restart that is misclassified, so more steps or restarts with the same generator can only find
-    more adversarial examples, never fewer.
+    more adversarial examples, never fewer; it attacks a fooled example no further (work that would
+    change no result), so each step costs what the examples still robust cost.
 
     Arguments:
         model (nn.Module): maps images in [0, 1] to logits; its BN mode is the caller's choice.
