@@ -95,6 +95,11 @@ def test_pointwise_is_the_strided_1x1_convolution(memory_format):
     assert outs[0].shape == (3, 16, 8, 8)
     assert torch.allclose(outs[0], outs[1], atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*grads))
+    # its input's gradient keeps the input's layout (slicing's would come back NCHW in an NHWC net;
+    # autograd.grad returns it as computed, .grad of a leaf would be re-laid out)
+    x = images.clone().contiguous(memory_format=memory_format).requires_grad_(True)
+    (grad,) = torch.autograd.grad(pointwise(x).sum(), [x])
+    assert grad.is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("name,width", CASES)
