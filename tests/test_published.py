@@ -375,19 +375,24 @@ def test_every_commit_the_docs_name_is_in_the_history():
 
 def test_the_demo_reading_follows_its_record():
     """docs/studies/demo.md says: normal training reaches high clean and about 0 % robust accuracy,
-    adversarial training of every parameter is robust, most comparisons' intervals contain 0, and
-    the record's trials trained in bf16. A re-recorded demo that breaks one must change the text."""
+    adversarial training of every parameter is robust, none (or most) of the comparisons' intervals
+    exclude 0 (contain 0), and the record's trials trained in bf16. A re-recorded demo that breaks
+    one must change the text."""
     from bnsweep import results
     from bnsweep.results import compare
 
     page = (REPO / "docs" / "studies" / "demo.md").read_text()
-    assert "most of the comparisons" in page and "the record's trials ran bf16" in page
+    assert "the record's trials ran bf16" in page
     df = results.load(REPO / "docs" / "runs" / "demo")
     pre, adv = df[df["stage"] == "pretrain"], df[df["stage"] == "adv"]
     assert pre["clean_acc"].min() > 0.9 and pre["robust_acc_eps8"].max() < 0.05
     assert adv.loc[adv["trainable"] == "all", "final_robust_acc"].min() > 0.4
     diffs = compare.study_comparisons(df)
-    assert ((diffs["low"] <= 0) & (diffs["high"] >= 0)).sum() > len(diffs) / 2
+    undecided = ((diffs["low"] <= 0) & (diffs["high"] >= 0)).sum()
+    if undecided == len(diffs):
+        assert "none of the comparisons the paper is about can be told apart" in page
+    else:
+        assert undecided > len(diffs) / 2 and "most of the comparisons" in page
     assert set(df["precision_reported"]) == {"bf16"}
 
 

@@ -38,6 +38,7 @@ QUICK = dict(demo_set=["n_train=64", "n_test=32", "eval_n=16", "epochs=1"])
 
 
 def git(*args: str) -> str:
+    """`git ARGS` in the checkout bnsweep runs from; its output, stripped."""
     return subprocess.run(["git", "-C", SOURCE, *args], capture_output=True, text=True, check=True).stdout.strip()
 
 

@@ -29,10 +29,8 @@ PARTS: dict[str, Callable[[Bench], list[Row]]] = {
     "loading": loading.loading, "scale": scale.scale, "data": data.data, "cpu": cpu.cpu, "demo": demo.demo}
 DEFAULT_PARTS = [part for part in PARTS if part != "demo"]  # demo compares with a commit you name
 QUICK = dict(**bench_sweep.QUICK, **loading.QUICK, **scale.QUICK, **data.QUICK, **cpu.QUICK, **demo.QUICK,
-             model="resnet8",
-             width=0.25,
-             batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64, eval_n=32, eval_steps=2,
-             eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
+             model="resnet8", width=0.25, batch_size=32, steps=[1, 2], peer_steps=2, reps=2, warmup=0, n_train=64,
+             eval_n=32, eval_steps=2, eval_epochs=1, gpu_batches=2, gpu_batch_size=32)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
