@@ -44,6 +44,19 @@ class Code:
 COMMIT_ENV = "BNSWEEP_COMMIT"
 
 
+def checkout() -> Path:
+    """The folder bnsweep runs from: its git checkout, or site-packages for an installed package."""
+    return Path(bnsweep.__file__).resolve().parent.parent
+
+
+def git(*args: str, timeout: float = 10) -> str:
+    """`git ARGS` in `checkout()`; its output, stripped. Raises OSError (no git) or
+    subprocess.SubprocessError (a failing command, or one past `timeout` seconds)."""
+    done = subprocess.run(["git", "-C", str(checkout()), *args], capture_output=True, text=True,
+                          timeout=timeout, check=True)
+    return done.stdout.strip()
+
+
 def code() -> Code:
     """The version and git commit of the bnsweep checkout this runs from; no commit when bnsweep
     is not a git checkout of its own (an installed package, or bnsweep inside another repository).
@@ -53,16 +66,9 @@ def code() -> Code:
     tree, which then reports an older commit with uncommitted changes). Whoever copied the tree
     vouches that it is that commit, unchanged. Where the checkout's own HEAD is that commit, git's
     answer stands, uncommitted changes included."""
-    root = Path(bnsweep.__file__).resolve().parent.parent
     told = Code(bnsweep.__version__, os.environ.get(COMMIT_ENV) or None)
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=10, check=True)
-        return done.stdout.strip()
-
     try:
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != checkout():
             return told
         commit = git("rev-parse", "HEAD")
         if told.commit and told.commit != commit:

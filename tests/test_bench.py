@@ -207,8 +207,6 @@ def test_packing_stopped_before_every_trial_reported_says_so(monkeypatch, capsys
 
 def test_demo_part_times_both_commits_back_to_back(capsys):
     """Against HEAD at toy size (--set): each side runs the demo once, from a worktree and from here."""
-    from bnsweep.bench import demo
-
     rows = bench_main(["--part", "demo", "--demo-against", "HEAD", "--smoke-test"])["demo"]
     *runs, ratio = rows
     assert [r["side"] for r in runs] == ["against", "this"]
@@ -216,7 +214,7 @@ def test_demo_part_times_both_commits_back_to_back(capsys):
     assert ratio["ratio"] == runs[1]["seconds"] / runs[0]["seconds"]
     out = capsys.readouterr().out
     assert "== demo: bnsweep run sweeps/demo.yaml, start to exit" in out and f"of {ratio['against']}'s time" in out
-    assert "bnsweep-bench-demo-" not in demo.git("worktree", "list")  # the temporary worktree is gone
+    assert "bnsweep-bench-demo-" not in provenance.git("worktree", "list")  # the temporary worktree is gone
 
 
 @pytest.mark.parametrize("argv,problem", [([], "needs --demo-against REV"),

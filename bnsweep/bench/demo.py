@@ -20,10 +20,11 @@ import sys
 import tempfile
 import time
 
+from bnsweep import provenance
 from bnsweep.bench.common import Bench, Row
 
 SWEEP = os.path.join("sweeps", "demo.yaml")
-SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout bnsweep runs from
+WORKTREE_S = 300  # git worktree add/remove: a checkout of every file, records included
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,19 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 QUICK = dict(demo_set=["n_train=64", "n_test=32", "eval_n=16", "epochs=1"])
 
 
-def git(*args: str) -> str:
-    """`git ARGS` in the checkout bnsweep runs from; its output, stripped."""
-    return subprocess.run(["git", "-C", SOURCE, *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
 def check_against(rev: str) -> str | None:
     """Why `--demo-against rev` cannot run (checked before any part runs), or None."""
     try:
-        git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
-    except FileNotFoundError:
+        provenance.git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    except OSError:
         return "git is not installed; the demo part compares two commits of a git checkout"
-    except subprocess.CalledProcessError:
-        return (f"{rev!r} is not a commit of {SOURCE} (or that is no git checkout); "
+    except subprocess.SubprocessError:
+        return (f"{rev!r} is not a commit of {provenance.checkout()} (or that is no git checkout); "
                 "allowed: a git revision of the bnsweep checkout, e.g. main~10")
     return None
 
@@ -72,8 +68,9 @@ def run_demo(tree: str, storage: str, overrides: list[str] | None) -> tuple[floa
 def demo(b: Bench) -> list[Row]:
     """This checkout's demo against `--demo-against`'s, start to exit, alternating."""
     a = b.args
-    against, this = git("rev-parse", "--short", f"{a.demo_against}^{{commit}}"), git("rev-parse", "--short", "HEAD")
-    dirty = " with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    code = provenance.code()
+    against, this = provenance.git("rev-parse", "--short", f"{a.demo_against}^{{commit}}"), (code.commit or "")[:7]
+    dirty = f" {provenance.DIRTY}" if code.dirty else ""
     print(f"\n== demo: bnsweep run {SWEEP}, start to exit, {against} against this checkout ({this}{dirty}), "
           f"alternating, {a.demo_reps} run(s) each ==")
     if a.demo_set:
@@ -81,16 +78,16 @@ def demo(b: Bench) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bnsweep-bench-demo-") as tmp:
         tree = os.path.join(tmp, against)
-        git("worktree", "add", "--detach", tree, against)
+        provenance.git("worktree", "add", "--detach", tree, against, timeout=WORKTREE_S)
         try:
             for rep in range(a.demo_reps):
-                for side, label, code in (("against", against, tree), ("this", this, SOURCE)):
-                    seconds, precision = run_demo(code, os.path.join(tmp, f"results-{side}-{rep}"), a.demo_set)
+                for side, label, checkout in (("against", against, tree), ("this", this, str(provenance.checkout()))):
+                    seconds, precision = run_demo(checkout, os.path.join(tmp, f"results-{side}-{rep}"), a.demo_set)
                     rows.append({"side": side, "commit": label, "run": rep + 1, "seconds": seconds,
                                  "precision": precision})
                     print(f"run {rep + 1}  {label:<10} {seconds:>7.1f} s   trials trained in {precision}")
         finally:
-            git("worktree", "remove", "--force", tree)
+            provenance.git("worktree", "remove", "--force", tree, timeout=WORKTREE_S)
     median = {side: statistics.median(r["seconds"] for r in rows if r["side"] == side) for side in ("against", "this")}
     ratio = median["this"] / median["against"]
     print(f"median: {against} {median['against']:.1f} s, {this} {median['this']:.1f} s; "
