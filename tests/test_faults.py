@@ -125,6 +125,49 @@ def test_driver_killed_then_resume_finishes_without_rerunning_or_duplicates(tmp_
         assert rows(d) == before  # finished trials were not rerun
 
 
+def test_resume_after_a_kill_that_left_the_search_state_older_than_the_snapshot(tmp_path):
+    """Ray copies the stage's snapshot (its trials) and its search algorithm's state to the storage as
+    two files, one after the other: a driver killed in between leaves the search state of an earlier
+    save. Here it is the first save's, which counts trials 0 and 1 as running and has made 2 of 3,
+    while the snapshot has all three, one or two of them finished. Restored as Ray restores it, the
+    search would wait for ever on a finished trial (a CI run hung so) or make trial 2 again;
+    bnsweep's searcher takes the snapshot as the truth (sweep/searchers.py)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    doc = {"name": "older", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]}, "max_concurrent": 2}
+    path = write(tmp_path, doc)
+    storage = tmp_path / "results"
+    stage = storage / "older" / "main"
+    driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first: dict[str, bytes] = {}
+
+    def first_search_state() -> bool:
+        for file in stage.glob("basic-variant-state-*.json"):
+            data = file.read_bytes()
+            first.update({file.name: data} if data else {})  # Ray rewrites it in place: not mid-write
+        return bool(first)
+
+    wait_for(first_search_state, 300, "the first save of the search state")
+    root = storage / "older"
+    finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
+    wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = {d: rows(d) for d in finished()}
+    (name, data), = first.items()
+    (stage / name).write_bytes(data)  # the search state an earlier copy left
+    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = results.load(str(root))
+    assert sorted(df["seed"]) == [0, 1, 2] and set(df["status"]) == {"terminated"}
+    assert len(trial_dirs(root)) == 3  # trial 2 was not made again
+    for d in df["trial_dir"]:
+        assert [r["epoch"] for r in rows(d)] == [1, 2, 3]
+    for d, before in done_before.items():
+        assert rows(d) == before
+
+
 def test_second_driver_on_a_running_experiment_refuses(tmp_path):
     """While a driver runs an experiment, a second one (and one naming it as a URI) is refused, and the
     first runs on undisturbed. The first's trial is long (it would run for minutes), so it still runs

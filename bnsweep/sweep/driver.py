@@ -165,9 +165,9 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable,
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from bnsweep.sweep import faults
+    from bnsweep.sweep.searchers import SnapshotSearch, SnapshotVariants
 
     search_alg: Any
     if stage.search_alg == "optuna":
@@ -176,8 +176,9 @@ def _tuner(stage: Stage, root: str, lookup: dict[str, str], trainable: Callable,
         search_alg = OptunaSearch(seed=stage.seed)
         if stage.max_concurrent:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=stage.max_concurrent)
+        search_alg = SnapshotSearch(search_alg)
     else:
-        search_alg = BasicVariantGenerator(random_state=stage.seed, max_concurrent=stage.max_concurrent or 0)
+        search_alg = SnapshotVariants(random_state=stage.seed, max_concurrent=stage.max_concurrent or 0)
     scheduler = None
     if isinstance(stage.scheduler, dict):
         args = {"max_t": stage.base["epochs"], **stage.scheduler["asha"]}
