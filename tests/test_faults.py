@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -166,6 +167,49 @@ def test_resume_after_a_kill_that_left_the_search_state_older_than_the_snapshot(
         assert [r["epoch"] for r in rows(d)] == [1, 2, 3]
     for d, before in done_before.items():
         assert rows(d) == before
+
+
+def test_resume_after_a_kill_that_left_the_snapshot_older_than_the_search_state(tmp_path):
+    """The other way round: the trial snapshot of the first save (trials 0 and 1) beside the search
+    state of the last (all three made). Restored as Ray restores it, trial 2 is in no list and never
+    runs again, and the stage counts as finished without it; bnsweep's searcher makes it again, and
+    `results` shows that run of it, not the directory the lost run left. The snapshot knows no
+    checkpoint of the trial that had finished, so Ray starts it afresh: it trains again (sweep/trial.py)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    doc = {"name": "newer", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]}, "max_concurrent": 2}
+    path = write(tmp_path, doc)
+    storage = tmp_path / "results"
+    root = storage / "newer"
+    driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first: dict[str, str] = {}
+
+    def first_snapshot() -> bool:
+        for file in (root / "main").glob("experiment_state-*.json"):
+            text = file.read_text()
+            with contextlib.suppress(ValueError):  # Ray rewrites it in place: not mid-write
+                first.update({file.name: text} if json.loads(text)["trial_data"] else {})
+        return bool(first)
+
+    wait_for(first_snapshot, 300, "the first save of the trial snapshot")
+    finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
+    wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = {d: rows(d) for d in finished()}
+    (name, text), = first.items()
+    assert len(json.loads(text)["trial_data"]) == 2  # made before trial 2 was
+    (root / "main" / name).write_text(text)  # the snapshot an earlier copy left
+    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = results.load(str(root))
+    assert sorted(df["seed"]) == [0, 1, 2] and set(df["status"]) == {"terminated"}
+    for d in df["trial_dir"]:
+        assert [r["epoch"] for r in rows(d)] == [1, 2, 3]
+    numbers = lambda trial_rows: [(r["epoch"], r["train_loss"], r["robust_acc"]) for r in trial_rows]  # noqa: E731
+    for d, before in done_before.items():  # the snapshot knew no checkpoint of it: trained again, to the same numbers
+        assert numbers(rows(d)) == numbers(before)
 
 
 def test_second_driver_on_a_running_experiment_refuses(tmp_path):
@@ -381,6 +425,23 @@ def test_signal_to_the_driver_process_group_then_resume(sig, tmp_path, ray_local
         last = driver.stderr.strip().splitlines()[-1]
         assert last.startswith("bnsweep: interrupted (SIGTERM)") and last.endswith(f"bnsweep resume {root}")
     check_interrupted_at_the_race(root)
+    check_resumed_every_epoch_once(root, capsys)
+
+
+def test_driver_killed_before_any_checkpoint_was_registered_then_resume(tmp_path, capsys):
+    """The race at epoch 1: its line is on the storage, Ray knows no checkpoint of the trial. Ray then
+    starts the trial afresh with an empty result.json of its own, which replaces the storage's, so the
+    trial must report epoch 1 again (not skip it as a line already there) or epoch 1 is lost."""
+    from bnsweep.sweep import faults
+
+    path = write(tmp_path, {"name": "race", "trial": RACE_TRIAL})
+    root = tmp_path / "results" / "race"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: "1:SIGKILL:group"}
+    driver = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(tmp_path / "results")], env=env,
+                            capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert driver.returncode == -signal.SIGKILL, driver.stderr[-3000:]
+    (trial_dir,) = trial_dirs(root)
+    assert [r["epoch"] for r in rows(trial_dir)] == [1]
     check_resumed_every_epoch_once(root, capsys)
 
 

@@ -4,12 +4,15 @@
 Every epoch is reported once. Ray Tune writes a result's line to result.json one step before it
 registers the checkpoint reported with it, so a driver stopped in between (Ctrl-C, SIGTERM, kill -9)
 leaves a line whose checkpoint Ray does not know: the resumed trial restarts from the checkpoint
-before it and would report that epoch again. So a trial first reads its own result.json on the
-storage: epochs whose lines are there are trained again (from the older checkpoint, the same
-computation) but not reported again; a trial whose lines reach its last epoch (or its divergence)
-has nothing left to do. Each report names its epoch as Ray's `training_iteration`, which a skipped
+before it and would report that epoch again. So a trial restored from a checkpoint first reads its
+own result.json on the storage: epochs whose lines are there are trained again (from the older
+checkpoint, the same computation) but not reported again; a trial whose lines reach its last epoch
+(or its divergence) has nothing left to do. A trial Ray starts without a checkpoint (none was
+registered yet) reports every epoch: Ray then writes a new result.json of its own, which replaces the
+storage's, and skipped lines would be lost. Each report names its epoch as Ray's `training_iteration`, which a skipped
 report would otherwise shift. What a trial cannot see is a line of the driver not yet synced to the
-storage when its worker died within a running sweep (Ray syncs every few seconds): such a trial can
+storage when its worker died within a running sweep (Ray syncs every few seconds), and one of its
+first epoch, which it reports again when its worker died within a running sweep: such a trial can
 repeat one epoch in Ray's own files, and `results` keeps one row of it."""
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
         print(f"bnsweep: warning: Ray gave this trial GPU {visible} but torch sees no CUDA device "
               f"(torch {torch.__version__}); device {cfg.device!r} trains on the CPU", file=sys.stderr)
 
-    last = _last_reported(storage_root, config)
+    checkpoint = tune.get_checkpoint()
+    # Ray copies a trial's result.json from the storage only when it restores the trial from a
+    # checkpoint; without one it starts an empty file that replaces the storage's: report every epoch
+    last = _last_reported(storage_root, config) if checkpoint else None
     done = last.get("epoch", 0) if last else 0
     if last and (done >= cfg.epochs or last.get("diverged")):
         return  # ended before the driver was stopped: every line is there (see the module's docstring)
@@ -69,7 +75,6 @@ def run_trial(config: dict[str, Any], storage_root: str | None = None) -> None:
                    "training_iteration": metrics["epoch"]}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
 
-    checkpoint = tune.get_checkpoint()
     with _local_init_checkpoint(cfg) as cfg, \
             (checkpoint.as_directory() if checkpoint else contextlib.nullcontext()) as resume:
         fit(cfg, report, resume=resume)
