@@ -281,9 +281,9 @@ def _scan(exp: Experiment, full: bool, strict: bool = False) -> list[_Trial]:
         filled = [t for t in pool.map(fill, trials.values()) if t is not None]
     # A directory not in the state and without any Ray file is not a trial. Nor is one the state lacks
     # whose trial id it lists under another directory: a run of that trial that no saved state knew,
-    # which the resumed stage made again from its start (sweep/searchers.py).
+    # which the resumed stage made again from its start (sweep/searchers.py). Its id: its rows', or
+    # in its name (Ray's TRAINABLE_ID_TAG_DATE) where it reported nothing.
     kept = [t for t in filled if t.ray_status is not None or t.config is not None]
-    # Ray names a trial's directory TRAINABLE_ID_TAG_DATE; a run that reported nothing has only that.
     listed = {t.trial_id for t in kept if t.ray_status is not None and t.trial_id}
     kept = [t for t in kept if t.ray_status is not None
             or (t.trial_id not in listed and not any(f"_{i}_" in t.logdir for i in listed))]

@@ -67,7 +67,10 @@ class SnapshotVariants(BasicVariantGenerator):
         if trials is None or not hasattr(self, "_unstarted"):
             return
         self._live_trials = unfinished(trials)
-        made = 1 + max((int(t.trial_id.rsplit("_", 1)[1]) for t in trials if t.trial_id), default=-1)
+        prefix = self._uuid_prefix  # a trial's id: the prefix, then its number
+        made = 1 + max((int(t.trial_id[len(prefix):]) for t in trials
+                        if t.trial_id and t.trial_id.startswith(prefix) and t.trial_id[len(prefix):].isdigit()),
+                       default=-1)
         if made != sum(it.counter - start.counter for it, start in zip(self._iterators, self._unstarted)):
             self._iterators = copy.deepcopy(self._unstarted)
             trial_iter = iter(itertools.chain(*self._iterators))

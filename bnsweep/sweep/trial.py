@@ -8,12 +8,13 @@ before it and would report that epoch again. So a trial restored from a checkpoi
 own result.json on the storage: epochs whose lines are there are trained again (from the older
 checkpoint, the same computation) but not reported again; a trial whose lines reach its last epoch
 (or its divergence) has nothing left to do. A trial Ray starts without a checkpoint (none was
-registered yet) reports every epoch: Ray then writes a new result.json of its own, which replaces the
-storage's, and skipped lines would be lost. Each report names its epoch as Ray's `training_iteration`, which a skipped
-report would otherwise shift. What a trial cannot see is a line of the driver not yet synced to the
-storage when its worker died within a running sweep (Ray syncs every few seconds), and one of its
-first epoch, which it reports again when its worker died within a running sweep: such a trial can
-repeat one epoch in Ray's own files, and `results` keeps one row of it."""
+registered yet) reports every epoch: Ray then writes a new result.json of its own, which replaces
+the storage's, so a skipped line would be lost. Each report names its epoch as Ray's
+`training_iteration`, which a skipped report would otherwise shift. What a trial cannot see is a
+line of the driver not yet synced to the storage when its worker died within a running sweep (Ray
+syncs every few seconds); and a worker that died so in its first epoch restarts without a
+checkpoint, so it reports that epoch again. Either way a trial can repeat one epoch in Ray's own
+files, and `results` keeps one row of it."""
 
 from __future__ import annotations
 
