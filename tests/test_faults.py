@@ -96,32 +96,45 @@ def test_diverging_trial_stops_with_its_reason_and_others_go_on(tmp_path, ray_lo
     assert df.loc[0.05, "status"] == "terminated" and df.loc[0.05, "epoch"] == 2
 
 
-def test_driver_killed_then_resume_finishes_without_rerunning_or_duplicates(tmp_path):
-    """`bnsweep run` is SIGKILLed while trials run; `bnsweep resume` finishes the experiment."""
+def kill_with_one_trial_finished(tmp_path: Path, name: str, watch=lambda: True) -> tuple[Path, dict, dict]:
+    """`bnsweep run` of three seeds, two at a time, SIGKILLed with its local Ray once one trial has
+    finished and the third has started; `watch` is polled until it holds first (to copy a file of an
+    early save). Returns the experiment, the rows of the finished trials, and the environment."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    doc = {"name": "driver", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]},
-           "max_concurrent": 2}
+    doc = {"name": name, "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]}, "max_concurrent": 2}
     path = write(tmp_path, doc)
     storage = tmp_path / "results"
-    root = storage / "driver"
+    root = storage / name
     driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(watch, 300, "an early save")
     finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
     wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
     driver.wait()
-    done_before = {d: rows(d) for d in finished()}
     # a second driver while the first is gone is allowed only through resume
     again = subprocess.run([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
                            capture_output=True, text=True)
     assert again.returncode == 2 and "bnsweep resume" in again.stderr
+    return root, {d: rows(d) for d in finished()}, env
+
+
+def resume_all_three(root: Path, env: dict):
+    """`bnsweep resume` of that experiment: it finishes every trial, each epoch in result.json once."""
     resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
                              timeout=500)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     df = results.load(str(root))
-    assert len(df) == 3 and set(df["status"]) == {"terminated"}
+    assert sorted(df["seed"]) == [0, 1, 2] and set(df["status"]) == {"terminated"}
     for d in df["trial_dir"]:
         assert [r["epoch"] for r in rows(d)] == [1, 2, 3]  # every epoch once, none lost
+    return df
+
+
+def test_driver_killed_then_resume_finishes_without_rerunning_or_duplicates(tmp_path):
+    """`bnsweep run` is SIGKILLed while trials run; `bnsweep resume` finishes the experiment."""
+    root, done_before, env = kill_with_one_trial_finished(tmp_path, "driver")
+    resume_all_three(root, env)
     for d, before in done_before.items():
         assert rows(d) == before  # finished trials were not rerun
 
@@ -133,38 +146,19 @@ def test_resume_after_a_kill_that_left_the_search_state_older_than_the_snapshot(
     while the snapshot has all three, one or two of them finished. Restored as Ray restores it, the
     search would wait for ever on a finished trial (a CI run hung so) or make trial 2 again;
     bnsweep's searcher takes the snapshot as the truth (sweep/searchers.py)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    doc = {"name": "older", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]}, "max_concurrent": 2}
-    path = write(tmp_path, doc)
-    storage = tmp_path / "results"
-    stage = storage / "older" / "main"
-    driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first: dict[str, bytes] = {}
 
     def first_search_state() -> bool:
-        for file in stage.glob("basic-variant-state-*.json"):
+        for file in (tmp_path / "results" / "older" / "main").glob("basic-variant-state-*.json"):
             data = file.read_bytes()
             first.update({file.name: data} if data else {})  # Ray rewrites it in place: not mid-write
         return bool(first)
 
-    wait_for(first_search_state, 300, "the first save of the search state")
-    root = storage / "older"
-    finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
-    wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    done_before = {d: rows(d) for d in finished()}
+    root, done_before, env = kill_with_one_trial_finished(tmp_path, "older", first_search_state)
     (name, data), = first.items()
-    (stage / name).write_bytes(data)  # the search state an earlier copy left
-    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    df = results.load(str(root))
-    assert sorted(df["seed"]) == [0, 1, 2] and set(df["status"]) == {"terminated"}
+    (root / "main" / name).write_bytes(data)  # the search state an earlier copy left
+    resume_all_three(root, env)
     assert len(trial_dirs(root)) == 3  # trial 2 was not made again
-    for d in df["trial_dir"]:
-        assert [r["epoch"] for r in rows(d)] == [1, 2, 3]
     for d, before in done_before.items():
         assert rows(d) == before
 
@@ -175,38 +169,20 @@ def test_resume_after_a_kill_that_left_the_snapshot_older_than_the_search_state(
     runs again, and the stage counts as finished without it; bnsweep's searcher makes it again, and
     `results` shows that run of it, not the directory the lost run left. The snapshot knows no
     checkpoint of the trial that had finished, so Ray starts it afresh: it trains again (sweep/trial.py)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    doc = {"name": "newer", "trial": {**TRIAL, "epochs": 3}, "grid": {"seed": [0, 1, 2]}, "max_concurrent": 2}
-    path = write(tmp_path, doc)
-    storage = tmp_path / "results"
-    root = storage / "newer"
-    driver = subprocess.Popen([*BNSWEEP, "run", str(path), "--storage", str(storage)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     first: dict[str, str] = {}
 
     def first_snapshot() -> bool:
-        for file in (root / "main").glob("experiment_state-*.json"):
+        for file in (tmp_path / "results" / "newer" / "main").glob("experiment_state-*.json"):
             text = file.read_text()
             with contextlib.suppress(ValueError):  # Ray rewrites it in place: not mid-write
                 first.update({file.name: text} if json.loads(text)["trial_data"] else {})
         return bool(first)
 
-    wait_for(first_snapshot, 300, "the first save of the trial snapshot")
-    finished = lambda: [d for d in trial_dirs(root) if len(rows(d)) == 3]  # noqa: E731
-    wait_for(lambda: finished() and len(trial_dirs(root)) == 3, 400, "one finished trial while others run")
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    done_before = {d: rows(d) for d in finished()}
+    root, done_before, env = kill_with_one_trial_finished(tmp_path, "newer", first_snapshot)
     (name, text), = first.items()
     assert len(json.loads(text)["trial_data"]) == 2  # made before trial 2 was
     (root / "main" / name).write_text(text)  # the snapshot an earlier copy left
-    resumed = subprocess.run([*BNSWEEP, "resume", str(root)], env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    df = results.load(str(root))
-    assert sorted(df["seed"]) == [0, 1, 2] and set(df["status"]) == {"terminated"}
-    for d in df["trial_dir"]:
-        assert [r["epoch"] for r in rows(d)] == [1, 2, 3]
+    resume_all_three(root, env)
     numbers = lambda trial_rows: [(r["epoch"], r["train_loss"], r["robust_acc"]) for r in trial_rows]  # noqa: E731
     for d, before in done_before.items():  # the snapshot knew no checkpoint of it: trained again, to the same numbers
         assert numbers(rows(d)) == numbers(before)
