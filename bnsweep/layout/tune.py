@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import pyarrow.fs as pafs
 
+from bnsweep.core.choices import UNFINISHED, TrialStatus
 from bnsweep.errors import DataError
 from bnsweep.layout.paths import damaged, filesystem, open_file, read_file
 
@@ -41,6 +42,11 @@ class SnapshotTrial:
     config: dict[str, Any] | None
     start_time: float | None
     num_failures: int | None
+
+    @property
+    def unfinished(self) -> bool:
+        """Not ended (pending, running or paused): a restored stage runs it again."""
+        return TrialStatus.from_ray(self.status) in UNFINISHED
 
 
 def newest_snapshot(names: Iterable[str]) -> str | None:

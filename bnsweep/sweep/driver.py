@@ -19,7 +19,6 @@ from typing import Any, Callable
 import pyarrow.fs as pafs
 import yaml
 
-from bnsweep.core.choices import UNFINISHED, TrialStatus
 from bnsweep.core.config import STAGE_INIT_PREFIX
 from bnsweep.core.yamlfile import parse_yaml
 from bnsweep.errors import ConfigError, DataError
@@ -251,7 +250,7 @@ def unfinished_trials(stage_path: str) -> list[str]:
         return []
     snapshot = f"{path}/{name}"
     listed = read_snapshot(fs, snapshot, prefix + snapshot)
-    return [t.trial_id or t.logdir for t in listed if TrialStatus.from_ray(t.status) in UNFINISHED]
+    return [t.trial_id or t.logdir for t in listed if t.unfinished]
 
 
 def stage_checkpoints(stage: Stage, results, root: str, matches: set[tuple[str, ...]]) -> dict[str, str]:

@@ -32,7 +32,6 @@ import pyarrow.fs as pafs
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from bnsweep.core.choices import UNFINISHED, TrialStatus
 from bnsweep.layout.tune import SnapshotTrial, newest_snapshot, read_snapshot
 
 
@@ -46,9 +45,9 @@ def snapshot_trials(dirpath: str) -> list[SnapshotTrial] | None:
     return read_snapshot(pafs.LocalFileSystem(), path, path)
 
 
-def unfinished(trials: list[SnapshotTrial]) -> set[str]:
+def running_ids(trials: list[SnapshotTrial]) -> set[str]:
     """The ids of the trials Ray restores to run again: those the snapshot lists as not ended."""
-    return {t.trial_id for t in trials if t.trial_id and TrialStatus.from_ray(t.status) in UNFINISHED}
+    return {t.trial_id for t in trials if t.trial_id and t.unfinished}
 
 
 class SnapshotVariants(BasicVariantGenerator):
@@ -66,7 +65,7 @@ class SnapshotVariants(BasicVariantGenerator):
         trials = snapshot_trials(dirpath)
         if trials is None or not hasattr(self, "_unstarted"):
             return
-        self._live_trials = unfinished(trials)
+        self._live_trials = running_ids(trials)
         prefix = self._uuid_prefix  # a trial's id: the prefix, then its number
         made = 1 + max((int(t.trial_id[len(prefix):]) for t in trials
                         if t.trial_id and t.trial_id.startswith(prefix) and t.trial_id[len(prefix):].isdigit()),
@@ -97,5 +96,5 @@ class SnapshotSearch(SearchGenerator):
         while searcher is not None and not isinstance(searcher, ConcurrencyLimiter):
             searcher = getattr(searcher, "searcher", None)
         if searcher is not None:
-            searcher.live_trials = unfinished(trials)
+            searcher.live_trials = running_ids(trials)
             searcher.num_unfinished_live_trials = len(searcher.live_trials)
